@@ -1,0 +1,1 @@
+"""`rlhf up` and `rlhf loop-eval`: the whole system on one machine."""

@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+import json
+
+from rlhf.up.report import LoopReport, VersionRow, write_report
+
+
+def test_report_writes_markdown_json_and_plots(tmp_path):
+    rows = [
+        VersionRow(1, 0, None, 30, 70, 0.3, offline_score=0.45, offline_score_ci95=[0.42, 0.48]),
+        VersionRow(2, 300, 1, 80, 20, 0.8, offline_score=0.81, offline_score_ci95=[0.78, 0.84], kl=1.2),
+    ]
+    timeline = [{"t": 5.0 * i, "reward_accuracy": 0.5 + 0.01 * i, "ppo_reward": 0.1 * i, "ppo_kl": 0.05 * i} for i in range(10)]
+    report = LoopReport("m:f", 15, 0.3, 0.8, 0.45, 0.81, 1.2, 6.0, rows, {"stage": 12.0}, timeline)
+    md = write_report(report, tmp_path)
+    data = json.loads((tmp_path / "report.json").read_text())
+    for key in ("baseline_thumbs_up", "final_thumbs_up", "baseline_score", "final_score", "final_kl"):
+        assert key in data
+    assert [r["version"] for r in data["versions"]] == [1, 2]
+    text = md.read_text()
+    assert "30.0%" in text and "80.0%" in text
+    for png in ("thumbs_up_per_version.png", "offline_score_per_version.png", "learners_over_time.png"):
+        assert (tmp_path / png).stat().st_size > 1000
+        assert png in text
