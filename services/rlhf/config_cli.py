@@ -10,6 +10,7 @@ from rlhf.common.settings import describe, markdown_table
 SETTINGS_CLASSES: list[tuple[str, str, str]] = [
     ("Kafka (all services)", "rlhf.common.settings", "KafkaSettings"),
     ("Redis (all services)", "rlhf.common.settings", "RedisSettings"),
+    ("weight store (all services)", "rlhf.common.weights_settings", "WeightStoreSettings"),
     ("inference", "rlhf.inference.settings", "InferenceSettings"),
     ("reward-trainer", "rlhf.reward_trainer.settings", "RewardTrainerSettings"),
     ("ppo-learner", "rlhf.ppo_learner.settings", "PPOLearnerSettings"),

@@ -31,6 +31,8 @@ class UpOptions:
     simulate_users: int = 0
     preference: str = "rlhf.simulate.preferences:default_preference"
     inference_port: int | None = None
+    # Inference replicas; each gets its own gRPC and metrics port. Simulated users talk to the first.
+    inference_replicas: int = 1
     seed: int = 0
     # Extra environment for every service (e.g. faster publishing cadence for loop-eval or tests).
     service_env: dict[str, str] = field(default_factory=dict)
@@ -44,6 +46,8 @@ class Endpoints:
     redis: str
     inference: str
     metrics: dict[str, str]
+    # gRPC address of every inference replica (the first is `inference`).
+    replicas: list[str] = field(default_factory=list)
 
 
 class LocalSystem:
@@ -127,6 +131,7 @@ class LocalSystem:
         version = self.publish_first_policy(redis)
         say(f"policy version {version} is published")
         ports = {name: free_port() for name in ("inference", "reward-trainer", "ppo-learner")}
+        replica_ports = [inference_port] + [free_port() for _ in range(self.opts.inference_replicas - 1)]
         common = {
             "KAFKA_BOOTSTRAP_SERVERS": kafka,
             "REDIS_URL": redis,
@@ -137,6 +142,8 @@ class LocalSystem:
             **self.opts.service_env,
         }
         specs = service_specs(self.run_dir, self.policy_dir, self.world_dir, inference_port, ports, common)
+        for i, port in enumerate(replica_ports[1:], start=2):
+            specs.insert(i - 1, replica_spec(specs[0], i, port, free_port()))
         for spec in specs:
             say(f"starting {spec.name} ...")
             self.supervisor.start(spec)
@@ -154,12 +161,21 @@ class LocalSystem:
         self.endpoints = Endpoints(
             kafka=kafka, redis=redis, inference=target,
             metrics={s.name: s.metrics_url for s in specs if s.metrics_url},
+            replicas=[f"127.0.0.1:{p}" for p in replica_ports],
         )
         return self.endpoints
 
     def stop(self) -> None:
         self.supervisor.stop_all()
         self.stack.stop()
+
+
+def replica_spec(first: ChildSpec, index: int, grpc_port: int, metrics_port: int) -> ChildSpec:
+    """Another inference replica: same command and settings, its own ports."""
+    env = {**first.env, "RLHF_INFERENCE_PORT": str(grpc_port), "RLHF_INFERENCE_METRICS_PORT": str(metrics_port)}
+    return ChildSpec(f"inference-{index}", first.args, env,
+                     ready_url=f"http://127.0.0.1:{metrics_port}/readyz",
+                     metrics_url=f"http://127.0.0.1:{metrics_port}/metrics")
 
 
 def service_specs(

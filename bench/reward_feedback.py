@@ -1,0 +1,105 @@
+"""Simulated feedback on a policy's own answers, for the reward-model benches and tests.
+
+The policy answers world prompts (sampled as served: temperature 0.8, top-p
+0.95); the default hidden preference scores each answer; the simulated users'
+behaviour functions turn scores into thumbs (with abstentions, noise and
+misclicks), comparisons (Bradley-Terry choice on the score difference) and
+comments. The result is a list of `FeedbackGiven` events in arrival order,
+exactly what the inference service would put on the feedback topic.
+
+Only benches and tests import this: the reward trainer never sees a score.
+"""
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from rlhf.models.policy import load_policy
+from rlhf.models.sample import sample_answers
+from rlhf.simulate.behaviour import Thumb, choose, comment, thumb_decision
+from rlhf.simulate.preferences import default_preference
+from rlhf.v1 import chat_pb2, events_pb2
+from rlhf.world.generate import WorldConfig, generate
+
+T0_MS = 1_767_225_600_000
+"""Feedback time of the first event (2026-01-01); events follow one second apart."""
+
+
+@dataclass(frozen=True)
+class Rated:
+    prompt: str
+    scenario: dict
+    answer: str
+    score: float
+
+
+def world_prompts(n: int, seed: int = 0) -> list[dict]:
+    """`n` prompts with scenarios (`{"prompt", "scenario"}`) from the synthetic world."""
+    _, prompts = generate(WorldConfig(seed=seed, demonstrations=1, prompts=n))
+    return prompts
+
+
+def rated_answers(policy_dir: str | Path, prompts: list[dict], per_prompt: int = 4, seed: int = 0,
+                  max_new_tokens: int = 64) -> list[list[Rated]]:
+    """`per_prompt` sampled answers to each prompt, each with its hidden score; grouped by prompt."""
+    model, tokenizer = load_policy(policy_dir)
+    convs = [[{"role": "user", "content": p["prompt"]}] for p in prompts for _ in range(per_prompt)]
+    answers = sample_answers(model, tokenizer, convs, max_new_tokens=max_new_tokens, seed=seed)
+    groups = []
+    for i, p in enumerate(prompts):
+        texts = [a.text for a in answers[i * per_prompt : (i + 1) * per_prompt]]
+        groups.append([Rated(p["prompt"], p["scenario"], t, default_preference(p["prompt"], t, p["scenario"]))
+                       for t in texts])
+    return groups
+
+
+def simulate_feedback(
+    groups: list[list[Rated]],
+    n_events: int,
+    *,
+    seed: int = 0,
+    users: int = 40,
+    p_compare: float = 0.35,
+    p_comment: float = 0.05,
+) -> list[events_pb2.FeedbackGiven]:
+    """`n_events` feedback events (thumb abstentions produce none) in arrival order."""
+    rng = random.Random(seed)
+    out: list[events_pb2.FeedbackGiven] = []
+    while len(out) < n_events:
+        group = rng.choice(groups)
+        user = f"user-{rng.randrange(users)}"
+        r = rng.random()
+        base = dict(feedback_id=uuid.UUID(int=rng.getrandbits(128)).hex, user_id=user,
+                    given_at_unix_ms=T0_MS + 1000 * len(out),
+                    prompt_messages=[chat_pb2.Message(role="user", content=group[0].prompt)])
+        if r < p_compare and len({a.answer for a in group}) > 1:
+            a, b = rng.sample([x for x in group], 2)
+            if a.answer == b.answer:
+                continue
+            won, lost = (a, b) if choose(a.score, b.score, rng) == 0 else (b, a)
+            out.append(events_pb2.FeedbackGiven(
+                kind=events_pb2.FEEDBACK_KIND_COMPARISON, comparison_id=uuid.uuid4().hex,
+                answer=events_pb2.RatedAnswer(response_id=uuid.uuid4().hex, answer=won.answer),
+                rejected=events_pb2.RatedAnswer(response_id=uuid.uuid4().hex, answer=lost.answer), **base))
+        elif r < p_compare + p_comment:
+            a = rng.choice(group)
+            out.append(events_pb2.FeedbackGiven(
+                kind=events_pb2.FEEDBACK_KIND_COMMENT, comment=comment(a.answer, a.scenario, a.score, rng),
+                answer=events_pb2.RatedAnswer(response_id=uuid.uuid4().hex, answer=a.answer), **base))
+        else:
+            a = rng.choice(group)
+            t = thumb_decision(a.score, rng)
+            if t is None:
+                continue
+            out.append(events_pb2.FeedbackGiven(
+                kind=events_pb2.FEEDBACK_KIND_THUMB,
+                thumb=chat_pb2.THUMB_UP if t == Thumb.UP else chat_pb2.THUMB_DOWN,
+                answer=events_pb2.RatedAnswer(response_id=uuid.uuid4().hex, answer=a.answer), **base))
+    return out
+
+
+def true_scores(groups: list[list[Rated]]) -> dict[tuple[str, str], float]:
+    """(prompt, answer) -> hidden score: the oracle a bench compares the reward model with."""
+    return {(a.prompt, a.answer): a.score for g in groups for a in g}

@@ -1,0 +1,174 @@
+"""How fast the reward model learns what simulated users prefer, from their feedback stream.
+
+The SFT policy answers world prompts; the default simulated users give
+thumbs, comparisons and comments on those answers (bench/reward_feedback.py);
+the events go, in arrival order, through the reward trainer's own learner
+(pair building, held-out split, Bradley-Terry steps with replay), in batches
+of `--batch-events` as the service would consume them. Every `--eval-every`
+events the model is measured on
+  - the learner's own held-out slice (what the service reports), and
+  - an independent evaluation set: feedback on other prompts, all of it
+    turned into pairs, large enough for a steady curve;
+plus, on the same pairs, the accuracy of the hidden preference itself (the
+ceiling: users' choices between equally good answers are coin flips).
+Reports the events needed to reach 75% and 85% on the evaluation set.
+
+  python bench/reward_quality.py --policy .rlhf/sft [--events 2000] [--json]
+  (without --policy a tiny SFT policy is trained first, in a few seconds)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reward_feedback import rated_answers, simulate_feedback, true_scores, world_prompts  # noqa: E402
+
+from rlhf.common.events import wrap  # noqa: E402
+from rlhf.reward_trainer.checkpoint import JournalRecord  # noqa: E402
+from rlhf.reward_trainer.learner import RewardLearner  # noqa: E402
+from rlhf.reward_trainer.model import RewardModel  # noqa: E402
+from rlhf.reward_trainer.pairs import Pair, PairBuilder  # noqa: E402
+from rlhf.reward_trainer.settings import PairSettings, RewardTrainerSettings  # noqa: E402
+from rlhf.reward_trainer.trainer import evaluate  # noqa: E402
+
+
+def oracle_accuracy(pairs: list[Pair], score: dict[tuple[str, str], float]) -> float:
+    """Accuracy of the hidden preference on the users' labels (ties count half)."""
+    if not pairs:
+        return 0.0
+    total = 0.0
+    for p in pairs:
+        c = score[(p.chosen.prompt[-1][1], p.chosen.answer)]
+        r = score[(p.rejected.prompt[-1][1], p.rejected.answer)]
+        total += 1.0 if c > r else 0.5 if c == r else 0.0
+    return total / len(pairs)
+
+
+def eval_pairs(events, settings: PairSettings) -> list[Pair]:
+    builder = PairBuilder(settings.model_copy(update={"heldout_fraction": 0.0}))
+    return [p for e in events for p in builder.add(e)]
+
+
+def records(events, start: int) -> list[JournalRecord]:
+    return [JournalRecord("rlhf.feedback", 0, start + i, wrap(e, "bench").SerializeToString())
+            for i, e in enumerate(events)]
+
+
+def run(args: argparse.Namespace) -> dict:
+    torch.set_num_threads(args.threads)
+    policy = args.policy
+    if policy is None:
+        from rlhf.sft.tiny import make_tiny_policy
+
+        policy = str(make_tiny_policy(Path(args.workdir) / "tiny-policy"))
+    t0 = time.perf_counter()
+    prompts = world_prompts(args.prompts + args.eval_prompts, seed=args.seed)
+    groups = rated_answers(policy, prompts, per_prompt=args.answers_per_prompt, seed=args.seed)
+    train_groups, eval_groups = groups[: args.prompts], groups[args.prompts :]
+    scores = true_scores(groups)
+    stream = simulate_feedback(train_groups, args.events, seed=args.seed)
+    eval_events = simulate_feedback(eval_groups, args.eval_events, seed=args.seed + 1)
+    sample_s = time.perf_counter() - t0
+
+    settings = RewardTrainerSettings(base_model=policy, **json.loads(args.settings))
+    eval_set = eval_pairs(eval_events, settings.pair_settings())
+    rm = RewardModel.from_pretrained(policy, settings.max_length, settings.seed)
+    learner = RewardLearner(settings, rm)
+    curve, reached = [], {}
+    t0 = time.perf_counter()
+    train_s = 0.0
+    for start in range(0, len(stream), args.batch_events):
+        learner.ingest(records(stream[start : start + args.batch_events], start))
+        t1 = time.perf_counter()
+        learner.train(10**9)  # the service trains while the next batch is in flight
+        train_s += time.perf_counter() - t1
+        seen = min(start + args.batch_events, len(stream))
+        if seen % args.eval_every == 0 or seen == len(stream):
+            ev = evaluate(rm, eval_set)
+            hv = learner.trainer.evaluate()
+            point = {"events": seen, "eval_accuracy": round(ev.accuracy, 4), "heldout_accuracy": round(hv.accuracy, 4),
+                     "heldout_pairs": hv.n, "heldout_ece": round(hv.ece, 4), "pairs_trained": learner.trainer.pairs_trained,
+                     "steps": learner.trainer.steps}
+            curve.append(point)
+            for goal in (0.75, 0.85):
+                if ev.accuracy >= goal and goal not in reached:
+                    reached[goal] = seen
+            if not args.json:
+                print(json.dumps(point), file=sys.stderr)
+    final_eval, final_held = curve[-1]["eval_accuracy"], curve[-1]["heldout_accuracy"]
+    answers = [a for g in groups for a in g]
+    return {
+        "policy": policy,
+        "events": len(stream),
+        "eval_pairs": len(eval_set),
+        "eval_accuracy": final_eval,
+        "heldout_accuracy": final_held,
+        "heldout_pairs": curve[-1]["heldout_pairs"],
+        "oracle_eval_accuracy": round(oracle_accuracy(eval_set, scores), 4),
+        "oracle_heldout_accuracy": round(oracle_accuracy(learner.trainer.heldout, scores), 4),
+        "events_to_75": reached.get(0.75),
+        "events_to_85": reached.get(0.85),
+        "pairs_trained": learner.trainer.pairs_trained,
+        "train_steps": learner.trainer.steps,
+        "pair_counts": dict(learner.builder.counts),
+        "mean_answer_score": round(sum(a.score for a in answers) / len(answers), 4),
+        "best_answer_share": round(sum(a.score >= 0.9 for a in answers) / len(answers), 4),
+        "sample_seconds": round(sample_s, 1),
+        "train_seconds": round(train_s, 1),
+        "curve": curve,
+        "settings": json.loads(args.settings),
+    }
+
+
+def table(r: dict) -> str:
+    def fmt(x):
+        return "not reached" if x is None else x
+
+    rows = [
+        ("feedback events", r["events"]),
+        ("held-out accuracy (in-stream slice)", f"{r['heldout_accuracy']:.3f} on {r['heldout_pairs']} pairs "
+                                                f"(ceiling {r['oracle_heldout_accuracy']:.3f})"),
+        ("accuracy on independent eval set", f"{r['eval_accuracy']:.3f} on {r['eval_pairs']} pairs "
+                                             f"(ceiling {r['oracle_eval_accuracy']:.3f})"),
+        ("events to reach 75%", fmt(r["events_to_75"])),
+        ("events to reach 85%", fmt(r["events_to_85"])),
+        ("pairs trained / steps", f"{r['pairs_trained']} / {r['train_steps']}"),
+        ("policy answers: mean score / best share", f"{r['mean_answer_score']} / {r['best_answer_share']}"),
+        ("seconds: sampling / training", f"{r['sample_seconds']} / {r['train_seconds']}"),
+    ]
+    w = max(len(k) for k, _ in rows)
+    lines = [f"reward-model quality, policy {r['policy']}"] + [f"  {k:<{w}}  {v}" for k, v in rows]
+    lines.append("  curve (events: eval / held-out accuracy): " + ", ".join(
+        f"{p['events']}: {p['eval_accuracy']:.2f}/{p['heldout_accuracy']:.2f}" for p in r["curve"]))
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--policy", default=None, help="SFT policy directory (default: train a tiny one)")
+    p.add_argument("--workdir", default=".rlhf/bench", help="where a tiny policy is written")
+    p.add_argument("--events", type=int, default=2000)
+    p.add_argument("--eval-events", type=int, default=800, help="feedback events behind the independent eval set")
+    p.add_argument("--prompts", type=int, default=300, help="prompts of the feedback stream")
+    p.add_argument("--eval-prompts", type=int, default=100, help="other prompts, for the independent eval set")
+    p.add_argument("--answers-per-prompt", type=int, default=4)
+    p.add_argument("--batch-events", type=int, default=50, help="events per consumed batch")
+    p.add_argument("--eval-every", type=int, default=250)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--settings", default="{}", help='JSON overrides of RewardTrainerSettings, e.g. \'{"lr": 3e-4}\'')
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args()
+    result = run(args)
+    print(json.dumps(result) if args.json else table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Data parallelism with `torch.distributed`, started by `torchrun` (or a single process without it).
+
+Each worker draws its own prompts and rollouts; gradients are averaged with
+one all-reduce per step (a flat buffer, so one collective, not one per
+tensor), and the few scalars that must agree (the KL that drives beta, the
+gate's evaluation) are averaged too, so every worker holds identical weights
+and the same beta. Rank 0 alone talks to the weight store and writes files.
+
+gloo on CPU, nccl where CUDA is available (the backend follows the device).
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    world_size: int = 1
+    local_world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_from_env() -> World:
+    """Join the process group if `torchrun` started us (WORLD_SIZE > 1); otherwise a world of one."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return World()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return World(
+        rank=dist.get_rank(),
+        world_size=dist.get_world_size(),
+        local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size))),
+    )
+
+
+def shutdown(world: World) -> None:
+    if world.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_mean(world: World, values: Iterable[float]) -> list[float]:
+    """Average a few scalars over workers (one collective)."""
+    values = list(values)
+    if not world.enabled:
+        return values
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return (t / world.world_size).tolist()
+
+
+def all_reduce_sum(world: World, values: Iterable[float]) -> list[float]:
+    values = list(values)
+    if not world.enabled:
+        return values
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t.tolist()
+
+
+def average_gradients(world: World, params: list[torch.nn.Parameter]) -> None:
+    """Replace each gradient by its mean over workers, through one flat buffer."""
+    if not world.enabled:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= world.world_size
+    offset = 0
+    for p, g in zip(params, grads):
+        n = g.numel()
+        chunk = flat[offset : offset + n].view_as(g)
+        if p.grad is None:
+            p.grad = chunk.clone()
+        else:
+            p.grad.copy_(chunk)
+        offset += n
+
+
+def broadcast_module(world: World, module: torch.nn.Module) -> None:
+    """Make every worker start from rank 0's weights (e.g. after rank 0 alone fetched a version)."""
+    if not world.enabled:
+        return
+    for t in list(module.parameters()) + list(module.buffers()):
+        dist.broadcast(t.data, src=0)
+
+
+def broadcast_object(world: World, obj: object) -> object:
+    """Rank 0's value of a small picklable object, on every worker."""
+    if not world.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier(world: World) -> None:
+    if world.enabled:
+        dist.barrier()

@@ -1,0 +1,210 @@
+"""Rollouts: sample answers with the current policy, then score them.
+
+Generation dominates the cost of PPO on a small model (a decode step is far
+from compute-bound), so everything is batched: all prompts of an iteration
+decode together with a KV cache, and the loop stops as soon as every answer
+has ended. Then one forward pass per model over the whole (prompt + answer)
+batch gives the policy's log-probs and values, the reference's log-probs and
+the reward model's score. All of it runs under `torch.inference_mode`.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+
+from rlhf.ppo_learner.losses import logprobs_from_logits
+from rlhf.ppo_learner.prompts import Prompt
+from rlhf.ppo_learner.value_head import PolicyWithValue, position_ids_from_mask, response_logits
+from rlhf.reward_trainer.model import RewardModel
+from rlhf.reward_trainer.pairs import Side
+
+
+@dataclass
+class Rollout:
+    """One batch of experience. B sequences, P query columns (left-padded), R response columns."""
+
+    prompts: list[Prompt]
+    query_ids: torch.Tensor  # (B, P)
+    query_mask: torch.Tensor  # (B, P)
+    response_ids: torch.Tensor  # (B, R), pad after the end
+    response_mask: torch.Tensor  # (B, R) float, 1 up to and including EOS
+    logprobs: torch.Tensor  # (B, R) under the rollout policy
+    ref_logprobs: torch.Tensor  # (B, R) under the frozen reference
+    values: torch.Tensor  # (B, R) rollout-time values (zeros for critic-free variants)
+    scores: torch.Tensor  # (B,) reward-model scores, unshaped
+    finished: torch.Tensor  # (B,) bool: the answer ended with EOS within the budget
+    answers: list[str]
+    generate_s: float
+    score_s: float
+
+    @property
+    def input_ids(self) -> torch.Tensor:
+        return torch.cat([self.query_ids, self.response_ids], dim=1)  # (B, P + R)
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        return torch.cat([self.query_mask, self.response_mask.long()], dim=1)  # (B, P + R)
+
+    @property
+    def response_tokens(self) -> int:
+        return int(self.response_mask.sum().item())
+
+
+def render_prompt(tokenizer: PreTrainedTokenizerBase, prompt: Prompt) -> str:
+    """The prompt as the policy reads it: its chat template with the assistant turn opened."""
+    if not prompt.messages:
+        return prompt.text
+    messages = [{"role": r, "content": c} for r, c in prompt.messages]
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+def encode_prompts(
+    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Prompt], max_prompt_tokens: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded ids and mask (B, P); long prompts keep their end (the question being answered)."""
+    rows = [
+        tokenizer(render_prompt(tokenizer, p), add_special_tokens=False)["input_ids"][-max_prompt_tokens:]
+        for p in prompts
+    ]
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+        mask[i, width - len(r) :] = 1
+    return ids, mask
+
+
+@torch.inference_mode()
+def sample(
+    lm: PreTrainedModel,
+    query_ids: torch.Tensor,
+    query_mask: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float,
+    eos_id: int,
+    pad_id: int,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ancestral sampling with a KV cache. Returns response ids (B, R) and mask (B, R), R <= max_new_tokens.
+
+    A plain loop rather than `generate()`: it needs no logits processors or
+    stopping criteria, computes only the last position's logits, and stops
+    the moment every row has emitted EOS.
+    """
+    B = query_ids.shape[0]
+    cache = DynamicCache(config=lm.config)
+    mask = query_mask
+    positions = position_ids_from_mask(query_mask)
+    out = lm(input_ids=query_ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1)
+    next_pos = positions[:, -1:] + 1  # (B, 1)
+    finished = torch.zeros(B, dtype=torch.bool)
+    tokens, alive = [], []
+    ones = torch.ones((B, 1), dtype=mask.dtype)
+    for step in range(max_new_tokens):
+        logits = out.logits[:, -1].float() / temperature  # (B, V)
+        tok = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator).squeeze(-1)  # (B,)
+        alive.append(~finished)
+        tok = torch.where(finished, torch.full_like(tok, pad_id), tok)
+        tokens.append(tok)
+        finished = finished | (tok == eos_id)
+        if bool(finished.all()) or step == max_new_tokens - 1:
+            break
+        mask = torch.cat([mask, ones], dim=1)
+        out = lm(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos, cache=out.cache, use_cache=True)
+        next_pos = next_pos + 1
+    response_ids = torch.stack(tokens, dim=1)  # (B, R)
+    response_mask = torch.stack(alive, dim=1).float()  # (B, R)
+    return response_ids, response_mask
+
+
+Scorer = Callable[[Sequence[Prompt], Sequence[str]], torch.Tensor]
+"""Anything that scores answers to prompts: (prompts, answers) -> (B,) float scores."""
+
+
+class RewardModelScorer:
+    """A reward-model version as a `Scorer`: texts rendered exactly as the reward trainer renders pairs."""
+
+    def __init__(self, reward_model: RewardModel, version: int = 0) -> None:
+        self.reward_model = reward_model
+        self.version = version
+        reward_model.model.eval().requires_grad_(False)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, version: int = 0) -> RewardModelScorer:
+        return cls(RewardModel.from_pretrained(path), version)
+
+    @torch.inference_mode()
+    def __call__(self, prompts: Sequence[Prompt], answers: Sequence[str]) -> torch.Tensor:
+        sides = [Side(prompt=p.messages, answer=a, prompt_text=p.text) for p, a in zip(prompts, answers)]
+        rm = self.reward_model
+        return rm.forward(rm.encode([rm.render(s) for s in sides])).float()  # (B,)
+
+
+def collect(
+    policy: PolicyWithValue,
+    reference: PreTrainedModel,
+    scorer: Scorer,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[Prompt],
+    *,
+    max_new_tokens: int,
+    temperature: float,
+    max_prompt_tokens: int = 128,
+    with_values: bool = True,
+    generator: torch.Generator | None = None,
+) -> Rollout:
+    """Generate answers for `prompts` (one row each; repeat a prompt for k samples) and score them."""
+    with torch.inference_mode():
+        rollout = _collect(policy, reference, scorer, tokenizer, prompts, max_new_tokens, temperature,
+                           max_prompt_tokens, with_values, generator)
+    # Tensors made under inference_mode cannot enter autograd (not even as gather
+    # indices); the PPO update needs them, so hand out ordinary copies.
+    for name, value in vars(rollout).items():
+        if isinstance(value, torch.Tensor):
+            setattr(rollout, name, value.clone())
+    return rollout
+
+
+def _collect(policy, reference, scorer, tokenizer, prompts, max_new_tokens, temperature,
+             max_prompt_tokens, with_values, generator) -> Rollout:
+    policy.eval()
+    t0 = time.perf_counter()
+    q_ids, q_mask = encode_prompts(tokenizer, prompts, max_prompt_tokens)
+    eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+    r_ids, r_mask = sample(policy.policy, q_ids, q_mask, max_new_tokens, temperature, eos_id, pad_id, generator)
+    generate_s = time.perf_counter() - t0
+
+    t1 = time.perf_counter()
+    ids = torch.cat([q_ids, r_ids], dim=1)  # (B, P + R)
+    mask = torch.cat([q_mask, r_mask.long()], dim=1)
+    R = r_ids.shape[1]
+    logits, values = policy(ids, mask, R, with_values=with_values)
+    logprobs = logprobs_from_logits(logits / temperature, r_ids) * r_mask  # (B, R)
+    ref_logprobs = logprobs_from_logits(response_logits(reference, ids, mask, R) / temperature, r_ids) * r_mask
+    values = values * r_mask if values is not None else torch.zeros_like(logprobs)
+    finished = ((r_ids == eos_id) & r_mask.bool()).any(dim=1)  # (B,)
+    answers = tokenizer.batch_decode(
+        [row[: int(m.sum())].tolist() for row, m in zip(r_ids, r_mask)], skip_special_tokens=True
+    )
+    scores = scorer(prompts, answers).float()
+    return Rollout(
+        prompts=list(prompts),
+        query_ids=q_ids,
+        query_mask=q_mask,
+        response_ids=r_ids,
+        response_mask=r_mask,
+        logprobs=logprobs,
+        ref_logprobs=ref_logprobs,
+        values=values,
+        scores=scores,
+        finished=finished,
+        answers=answers,
+        generate_s=generate_s,
+        score_s=time.perf_counter() - t1,
+    )

@@ -1,0 +1,129 @@
+"""Settings of the PPO learner, read once from `RLHF_PPO_*` environment variables.
+
+Two classes: `PPOHyperparams` (the algorithm's knobs; they travel in every
+published policy manifest, so a version says how it was trained) and
+`PPOLearnerSettings` (where the service reads and writes, how often it
+evaluates and publishes). Both share the `RLHF_PPO_` prefix.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings
+
+from rlhf.common.settings import _config
+
+
+class PPOHyperparams(BaseSettings):
+    """The algorithm: rollouts, reward shaping, KL control and the PPO update."""
+
+    model_config = _config("RLHF_PPO_")
+
+    advantage: Literal["gae", "rloo", "grpo"] = "gae"
+    """`gae`: PPO with a value head and GAE (InstructGPT). `rloo`/`grpo`: critic-free, sequence-level
+    advantages from `completions_per_prompt` samples of the same prompt; same rollout and clipped update."""
+    rollout_prompts: int = Field(default=16, ge=1)
+    """Prompts per iteration and worker. With torchrun, each worker draws its own."""
+    completions_per_prompt: int = Field(default=1, ge=1)
+    """Samples per prompt. 1 for `gae`; at least 2 for `rloo`/`grpo`."""
+    max_new_tokens: int = Field(default=48, ge=1, le=1024)
+    """Longest sampled answer, in tokens."""
+    temperature: float = Field(default=1.0, gt=0.0)
+    """Sampling temperature of rollouts; log-probs are computed at the same temperature."""
+    ppo_epochs: int = Field(default=4, ge=1)
+    """Passes over each rollout batch."""
+    minibatch_size: int = Field(default=8, ge=1)
+    """Sequences per gradient step (per worker)."""
+    learning_rate: float = Field(default=3e-5, gt=0.0)
+    """AdamW learning rate of policy (and value head)."""
+    weight_decay: float = Field(default=0.0, ge=0.0)
+    """AdamW weight decay."""
+    max_grad_norm: float = Field(default=1.0, gt=0.0)
+    """Global gradient-norm clip."""
+    clip_range: float = Field(default=0.2, gt=0.0, lt=1.0)
+    """PPO ratio clip epsilon."""
+    value_clip_range: float = Field(default=0.2, gt=0.0)
+    """How far one update may move a value prediction from its rollout-time value."""
+    vf_coef: float = Field(default=0.1, ge=0.0)
+    """Weight of the value loss (the value head shares the policy's trunk)."""
+    entropy_coef: float = Field(default=0.0, ge=0.0)
+    """Entropy bonus weight (0: entropy is only reported)."""
+    gamma: float = Field(default=1.0, gt=0.0, le=1.0)
+    """Discount per token."""
+    lam: float = Field(default=0.95, ge=0.0, le=1.0)
+    """GAE lambda."""
+    whiten_advantages: bool = True
+    """Normalise advantages to zero mean and unit variance per rollout batch."""
+    kl_controller: Literal["adaptive", "fixed"] = "adaptive"
+    """`adaptive`: Ziegler et al.'s proportional controller holds KL near `kl_target`; `fixed`: beta stays."""
+    init_beta: float = Field(default=0.05, gt=0.0)
+    """Initial KL coefficient beta."""
+    kl_target: float = Field(default=3.0, gt=0.0)
+    """KL(policy || reference) per answer, in nats, that the adaptive controller holds."""
+    kl_horizon: int = Field(default=2000, ge=1)
+    """Samples over which the adaptive controller reacts."""
+    kl_estimator: Literal["k1", "k3"] = "k1"
+    """Per-token KL estimator in the reward: k1 = log p - log q; k3 is non-negative, lower variance."""
+    missing_eos_penalty: float = Field(default=1.0, ge=0.0)
+    """Subtracted from the reward-model score of answers cut off at `max_new_tokens` (0 disables)."""
+    score_clip: float = Field(default=10.0, gt=0.0)
+    """Reward-model scores are clipped to +-this before shaping (a guard against outliers)."""
+    value_model: Literal["shared", "separate"] = "shared"
+    """`shared`: a scalar head on the policy's last hidden state (one forward pass gives log-probs and
+    values); `separate`: a critic with its own copy of the trunk (no interference, twice the compute)."""
+    seed: int = 0
+    """Base random seed (each worker adds its rank)."""
+
+    @model_validator(mode="after")
+    def _group_needs_samples(self) -> PPOHyperparams:
+        if self.advantage in ("rloo", "grpo") and self.completions_per_prompt < 2:
+            raise ValueError(f"advantage={self.advantage} needs completions_per_prompt >= 2")
+        return self
+
+    @property
+    def rollout_batch(self) -> int:
+        """Sequences per rollout batch and worker."""
+        return self.rollout_prompts * self.completions_per_prompt
+
+
+class PPOLearnerSettings(BaseSettings):
+    """The service: prompt source, gate, publishing, checkpoints, metrics."""
+
+    model_config = _config("RLHF_PPO_")
+
+    consumer_group: str = "ppo-learner"
+    """Kafka consumer group on the chats topic."""
+    seed_prompts_file: str = ""
+    """Optional JSONL of prompts (`rlhf world generate`'s prompts.jsonl) so training starts before traffic."""
+    prompt_pool_size: int = Field(default=4096, ge=8)
+    """Most distinct prompts kept; the oldest are evicted first."""
+    recency_half_life_s: float = Field(default=3600.0, gt=0.0)
+    """A prompt seen this long ago is sampled half as often as a fresh one."""
+    min_prompts: int = Field(default=16, ge=1)
+    """Training waits until the pool holds this many prompts."""
+    eval_prompts_file: str = ""
+    """Held-out prompts for the gate; when empty, a fixed hash-selected slice of incoming prompts."""
+    eval_prompts: int = Field(default=64, ge=1)
+    """Size of the held-out prompt set."""
+    eval_every: int = Field(default=5, ge=1)
+    """Evaluate (and maybe publish) every this many iterations."""
+    kl_bound: float = Field(default=12.0, gt=0.0)
+    """The gate refuses a policy whose held-out KL to the reference (nats per answer) exceeds this."""
+    score_tolerance: float = Field(default=0.0, ge=0.0)
+    """The gate refuses a policy whose held-out reward score is below the published one minus this."""
+    reference_version: int = Field(default=0, ge=0)
+    """Policy version used as the frozen KL reference (0: the earliest version the store still has,
+    i.e. the SFT policy)."""
+    checkpoint_dir: str = ".rlhf/ppo-learner"
+    """Where the learner checkpoints (resume after a crash)."""
+    max_iterations: int = Field(default=0, ge=0)
+    """Stop after this many iterations (0: run until SIGTERM)."""
+    idle_poll_s: float = Field(default=1.0, gt=0.0)
+    """How long to wait for prompts/models before checking again."""
+    torch_threads: int = Field(default=0, ge=0)
+    """Intra-op threads per worker (0: cores divided by local workers)."""
+    metrics_host: str = "0.0.0.0"
+    """Bind address of /metrics, /healthz and /readyz."""
+    metrics_port: int = Field(default=9103, ge=0, le=65535)
+    """Port of /metrics (0 picks a free one)."""

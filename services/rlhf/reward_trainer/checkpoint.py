@@ -1,0 +1,177 @@
+"""Durable state of the reward trainer: periodic checkpoints plus a journal in between.
+
+A consumed batch must be durable before its offsets are committed, but a full
+checkpoint (model, optimizer, buffers) per batch would cost far more than the
+training. So the trainer writes two things:
+
+- `ckpt-NNNNNN/`: the model (HF directory), the optimizer state and
+  `state.json` (pair builder, replay buffer, fresh queue, held-out set, seen
+  event ids, offsets covered, counters). Written into a temporary directory,
+  fsynced, renamed; then the `LATEST` pointer file is replaced atomically.
+- `journal-NNNNNN.jsonl`: the raw events consumed since checkpoint NNNNNN,
+  one fsynced line per batch. The consumer handler returns after this append,
+  so a committed offset always has its events on disk.
+
+Restart = load `LATEST`, replay its journal through the same deterministic
+pair building, then write a fresh checkpoint at once (so a torn journal tail
+is never appended to). Pairs trained on after the checkpoint are
+trained on again, which is right: the lost model never kept what it learnt
+from them. A torn last journal line (crash mid-write) is ignored; its events
+were not committed and the broker delivers them again.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+LATEST = "LATEST"
+
+
+@dataclass(frozen=True)
+class JournalRecord:
+    """One consumed event as the broker delivered it."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes
+    """The encoded `EventEnvelope`."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"t": self.topic, "p": self.partition, "o": self.offset, "v": base64.b64encode(self.value).decode()}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> JournalRecord:
+        return cls(d["t"], int(d["p"]), int(d["o"]), base64.b64decode(d["v"]))
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What a restart resumes from."""
+
+    seq: int
+    model_dir: Path
+    optimizer: dict[str, Any]
+    state: dict[str, Any]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+class CheckpointStore:
+    """A directory of checkpoints and journals. One writer at a time (the service holds its lock)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.seq = self._latest_seq()
+        self._journal = None
+
+    # -- pointers ---------------------------------------------------------
+    def _latest_seq(self) -> int:
+        p = self.root / LATEST
+        if not p.exists():
+            return 0
+        return int(p.read_text().strip().removeprefix("ckpt-"))
+
+    def ckpt_dir(self, seq: int) -> Path:
+        return self.root / f"ckpt-{seq:06d}"
+
+    def journal_path(self, seq: int) -> Path:
+        return self.root / f"journal-{seq:06d}.jsonl"
+
+    # -- checkpoint -------------------------------------------------------
+    def save(self, save_model, optimizer_state: dict[str, Any], state: dict[str, Any]) -> int:
+        """Write checkpoint seq+1 and switch `LATEST` to it; returns its number.
+
+        `save_model(dir)` writes the model directory. The new (empty) journal
+        starts with the new checkpoint; the old checkpoint and journal go only
+        after `LATEST` has moved, so a crash at any point leaves a complete
+        checkpoint and the journal that goes with it.
+        """
+        seq = self.seq + 1
+        final, tmp = self.ckpt_dir(seq), self.root / f"ckpt-{seq:06d}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_model(tmp / "model")
+        torch.save(optimizer_state, tmp / "optimizer.pt")
+        (tmp / "state.json").write_text(json.dumps(state))
+        for f in tmp.rglob("*"):
+            if f.is_file():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        _fsync_dir(self.root)
+        self.close_journal()
+        _write_durably(self.root / LATEST, f"ckpt-{seq:06d}".encode())
+        old = self.seq
+        self.seq = seq
+        if old:
+            shutil.rmtree(self.ckpt_dir(old), ignore_errors=True)
+            self.journal_path(old).unlink(missing_ok=True)
+        return seq
+
+    def load(self) -> Loaded | None:
+        """The latest complete checkpoint, or None on a first start."""
+        if not self.seq:
+            return None
+        d = self.ckpt_dir(self.seq)
+        state = json.loads((d / "state.json").read_text())
+        optimizer = torch.load(d / "optimizer.pt", weights_only=True)
+        return Loaded(self.seq, d / "model", optimizer, state)
+
+    # -- journal ----------------------------------------------------------
+    def append(self, records: Sequence[JournalRecord]) -> None:
+        """Append one batch as one line and fsync: after this returns, the batch survives kill -9."""
+        if not records:
+            return
+        if self._journal is None:
+            self._journal = open(self.journal_path(self.seq), "ab")
+        line = json.dumps([r.to_json() for r in records]).encode() + b"\n"
+        self._journal.write(line)
+        self._journal.flush()
+        os.fsync(self._journal.fileno())
+
+    def replay(self) -> Iterator[list[JournalRecord]]:
+        """Batches journaled since the latest checkpoint, in order; a torn last line is skipped."""
+        path = self.journal_path(self.seq)
+        if not path.exists():
+            return
+        with open(path, "rb") as f:
+            for raw in f:
+                try:
+                    if not raw.endswith(b"\n"):
+                        raise ValueError("no newline")
+                    batch = [JournalRecord.from_json(d) for d in json.loads(raw)]
+                except ValueError:
+                    break  # torn write: never acknowledged, the broker redelivers it
+                yield batch
+
+    def close_journal(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None

@@ -1,0 +1,107 @@
+"""The reward model: a sequence-classification model with one output (a scalar score).
+
+By default it starts from the SFT policy directory, as in InstructGPT: the
+transformer body keeps its weights, the language-model head is dropped and a
+fresh scalar head (`score`) is added. Loading goes through
+`AutoModelForSequenceClassification(num_labels=1)`, so any local Hugging Face
+sequence-classification directory works as well (e.g. a BERT-style MiniLM).
+
+A pair side is rendered as the conversation the policy saw plus its answer,
+with the tokenizer's chat template when it has one (the model then reads the
+same layout it was fine-tuned on), else as "role: content" lines. Long texts
+are truncated from the left: the answer at the end carries the signal.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from rlhf.reward_trainer.pairs import Side
+
+
+def load_backbone(path: str | Path, seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Model with a scalar head and its tokenizer from a local directory (no hub access)."""
+    path = Path(path)
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"reward-model backbone {path} is not a model directory (no config.json)")
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    if tokenizer.pad_token is None:
+        # GPT-2-style tokenizers have no pad token; the score is read at the last
+        # non-pad position, so padding with EOS is exact under right padding.
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    tokenizer.padding_side = "right"
+    tokenizer.truncation_side = "left"
+    torch.manual_seed(seed)  # the fresh head's initialization
+    model = AutoModelForSequenceClassification.from_pretrained(
+        path, num_labels=1, local_files_only=True, pad_token_id=tokenizer.pad_token_id
+    )
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+class RewardModel:
+    """Scores (prompt, answer) texts: higher means users prefer it more."""
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, max_length: int = 256) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self._has_template = bool(getattr(tokenizer, "chat_template", None))
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, max_length: int = 256, seed: int = 0) -> RewardModel:
+        model, tokenizer = load_backbone(path, seed)
+        return cls(model, tokenizer, max_length)
+
+    def render(self, side: Side) -> str:
+        """The text the model scores: conversation + answer."""
+        if not side.prompt:
+            return f"{side.prompt_text}{side.answer}"
+        if self._has_template:
+            messages = [{"role": r, "content": c} for r, c in side.prompt]
+            messages.append({"role": "assistant", "content": side.answer})
+            return self.tokenizer.apply_chat_template(messages, tokenize=False)
+        lines = [f"{r}: {c}" for r, c in side.prompt] + [f"assistant: {side.answer}"]
+        return "\n".join(lines)
+
+    def encode(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Right-padded batch, truncated from the left to `max_length`."""
+        return self.tokenizer(
+            list(texts),
+            padding=True,
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
+            add_special_tokens=not self._has_template,  # a chat template already places its own
+        )
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Scores of an encoded batch: (B,)."""
+        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        return out.logits[:, 0]  # (B, 1) -> (B,)
+
+    def score_sides(self, sides: Sequence[Side]) -> torch.Tensor:
+        """Scores (B,) of pair sides, with gradients if the caller is in grad mode."""
+        return self.forward(self.encode([self.render(s) for s in sides]))
+
+    @torch.no_grad()
+    def score(self, sides: Sequence[Side], batch_size: int = 32) -> torch.Tensor:
+        """Scores (N,) for inspection and evaluation: eval mode, no gradients, in chunks."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            parts = [self.score_sides(sides[i : i + batch_size]) for i in range(0, len(sides), batch_size)]
+        finally:
+            self.model.train(was_training)
+        return torch.cat(parts) if parts else torch.zeros(0)
+
+    def save(self, out_dir: str | Path) -> Path:
+        """A self-contained HF directory (safetensors) that `AutoModelForSequenceClassification` loads."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(out)
+        self.tokenizer.save_pretrained(out)
+        return out

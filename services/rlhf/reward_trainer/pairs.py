@@ -1,0 +1,270 @@
+"""From feedback events to (chosen, rejected) pairs for the Bradley-Terry loss.
+
+- A comparison is a pair as it stands.
+- A thumb waits in a pool until a thumb of the opposite sign on the same or a
+  similar prompt arrives (word-set Jaccard similarity of the last user
+  message >= `thumb_similarity`); the up answer is then "chosen" over the down
+  one. Pairing within similar prompts keeps prompt difficulty out of the
+  comparison, which is what makes a pair of thumbs informative.
+- A comment is counted and logged; it is not trained on (yet).
+- The same feedback id is counted once, whatever the transport redelivers.
+- Each user has `user_cap` feedback events per window of `user_window_s`
+  (feedback time, not wall time, so a replay after a crash decides the same);
+  beyond it the feedback is counted as capped and dropped, so one flooding
+  user cannot steer the reward model.
+- A stable hash of the feedback id puts `heldout_fraction` of it aside for
+  measuring accuracy. Held-out thumbs pair only with held-out thumbs, so no
+  feedback is ever both trained on and used to judge the model.
+
+Everything here is deterministic given the order of events, so replaying the
+journal after a restart rebuilds exactly the same pairs.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter, OrderedDict
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from rlhf.reward_trainer.settings import PairSettings
+from rlhf.v1 import chat_pb2, events_pb2
+
+Messages = tuple[tuple[str, str], ...]
+"""A prompt as (role, content) messages."""
+
+_WORD = re.compile(r"\w+")
+
+
+@dataclass(frozen=True)
+class Side:
+    """One rated answer in its context."""
+
+    prompt: Messages
+    answer: str
+    prompt_text: str = ""
+    """Raw prompt, used only when `prompt` has no messages."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"prompt": [list(m) for m in self.prompt], "answer": self.answer, "prompt_text": self.prompt_text}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Side:
+        return cls(tuple((r, c) for r, c in d["prompt"]), d["answer"], d.get("prompt_text", ""))
+
+
+@dataclass(frozen=True)
+class Pair:
+    """`chosen` was preferred to `rejected` by the users whose feedback ids are listed."""
+
+    pair_id: str
+    chosen: Side
+    rejected: Side
+    feedback_ids: tuple[str, ...]
+    kind: str
+    """"comparison" or "thumbs"."""
+    heldout: bool
+    given_at_ms: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["chosen"], d["rejected"] = self.chosen.to_json(), self.rejected.to_json()
+        d["feedback_ids"] = list(self.feedback_ids)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Pair:
+        return cls(
+            pair_id=d["pair_id"],
+            chosen=Side.from_json(d["chosen"]),
+            rejected=Side.from_json(d["rejected"]),
+            feedback_ids=tuple(d["feedback_ids"]),
+            kind=d["kind"],
+            heldout=bool(d["heldout"]),
+            given_at_ms=int(d.get("given_at_ms", 0)),
+        )
+
+
+def is_heldout(feedback_id: str, fraction: float) -> bool:
+    """Stable split by id: the same feedback lands on the same side in every process and restart."""
+    if fraction <= 0.0:
+        return False
+    h = int.from_bytes(hashlib.sha256(feedback_id.encode()).digest()[:8], "big")
+    return h / 2.0**64 < fraction
+
+
+def prompt_words(prompt: Messages, prompt_text: str = "") -> frozenset[str]:
+    """Words of the last user message (what the customer asked), lowercased."""
+    text = next((c for r, c in reversed(prompt) if r == "user"), prompt_text)
+    return frozenset(w.lower() for w in _WORD.findall(text))
+
+
+def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+    if not a and not b:
+        return 1.0
+    return len(a & b) / len(a | b)
+
+
+def side_of(fb: events_pb2.FeedbackGiven, answer: events_pb2.RatedAnswer) -> Side:
+    prompt = tuple((m.role, m.content) for m in fb.prompt_messages)
+    return Side(prompt=prompt, answer=answer.answer, prompt_text=fb.prompt_text)
+
+
+@dataclass
+class _Waiting:
+    feedback_id: str
+    side: Side
+    words: frozenset[str]
+    given_at_ms: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"feedback_id": self.feedback_id, "side": self.side.to_json(), "given_at_ms": self.given_at_ms}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> _Waiting:
+        side = Side.from_json(d["side"])
+        return cls(d["feedback_id"], side, prompt_words(side.prompt, side.prompt_text), int(d["given_at_ms"]))
+
+
+@dataclass
+class PairBuilder:
+    """Turns feedback into pairs, one event at a time. Its whole state is JSON (`state_dict`)."""
+
+    settings: PairSettings
+    seen: set[str] = field(default_factory=set)
+    """Feedback ids already handled (dedup across redeliveries and restarts)."""
+    counts: Counter = field(default_factory=Counter)
+    """Events by outcome: comparison, thumb, comment, capped, duplicate, invalid; and pairs by kind."""
+    _windows: dict[str, list[int]] = field(default_factory=dict)  # user -> [window index, events used]
+    # (heldout, thumb) -> feedback id -> waiting thumb, oldest first
+    _pools: dict[tuple[bool, int], OrderedDict[str, _Waiting]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for h in (False, True):
+            for t in (chat_pb2.THUMB_UP, chat_pb2.THUMB_DOWN):
+                self._pools.setdefault((h, t), OrderedDict())
+
+    # -- one event --------------------------------------------------------
+    def add(self, fb: events_pb2.FeedbackGiven) -> list[Pair]:
+        """Account for one feedback event; returns the pairs it completes (0 or 1)."""
+        fid = fb.feedback_id
+        if not fid:
+            self.counts["invalid"] += 1
+            return []
+        if fid in self.seen:
+            self.counts["duplicate"] += 1
+            return []
+        self.seen.add(fid)
+        if fb.kind == events_pb2.FEEDBACK_KIND_COMMENT:
+            self.counts["comment"] += 1
+            return []
+        if not self._valid(fb):
+            self.counts["invalid"] += 1
+            return []
+        if not self._within_cap(fb.user_id, fb.given_at_unix_ms):
+            self.counts["capped"] += 1
+            return []
+        heldout = is_heldout(fid, self.settings.heldout_fraction)
+        if fb.kind == events_pb2.FEEDBACK_KIND_COMPARISON:
+            self.counts["comparison"] += 1
+            self.counts["pairs_comparison"] += 1
+            return [
+                Pair(
+                    pair_id=f"c:{fid}",
+                    chosen=side_of(fb, fb.answer),
+                    rejected=side_of(fb, fb.rejected),
+                    feedback_ids=(fid,),
+                    kind="comparison",
+                    heldout=heldout,
+                    given_at_ms=fb.given_at_unix_ms,
+                )
+            ]
+        self.counts["thumb"] += 1
+        return self._add_thumb(fb, heldout)
+
+    @staticmethod
+    def _valid(fb: events_pb2.FeedbackGiven) -> bool:
+        if fb.kind == events_pb2.FEEDBACK_KIND_COMPARISON:
+            return bool(fb.answer.answer) and bool(fb.rejected.answer) and fb.answer.answer != fb.rejected.answer
+        if fb.kind == events_pb2.FEEDBACK_KIND_THUMB:
+            return bool(fb.answer.answer) and fb.thumb in (chat_pb2.THUMB_UP, chat_pb2.THUMB_DOWN)
+        return False
+
+    def _within_cap(self, user_id: str, given_at_ms: int) -> bool:
+        window = int(given_at_ms // (self.settings.user_window_s * 1000))
+        slot = self._windows.get(user_id)
+        if slot is None or slot[0] != window:
+            slot = self._windows[user_id] = [window, 0]
+            if len(self._windows) > 100_000:  # forget users whose window is long over
+                self._windows = {u: s for u, s in self._windows.items() if s[0] >= window - 1}
+        if slot[1] >= self.settings.user_cap:
+            return False
+        slot[1] += 1
+        return True
+
+    def _add_thumb(self, fb: events_pb2.FeedbackGiven, heldout: bool) -> list[Pair]:
+        side = side_of(fb, fb.answer)
+        me = _Waiting(fb.feedback_id, side, prompt_words(side.prompt, side.prompt_text), fb.given_at_unix_ms)
+        other = chat_pb2.THUMB_DOWN if fb.thumb == chat_pb2.THUMB_UP else chat_pb2.THUMB_UP
+        partner = self._best_partner(me, self._pools[(heldout, other)])
+        if partner is None:
+            pool = self._pools[(heldout, fb.thumb)]
+            pool[me.feedback_id] = me
+            while len(pool) > self.settings.thumb_pool:
+                pool.popitem(last=False)
+                self.counts["thumb_expired"] += 1
+            return []
+        del self._pools[(heldout, other)][partner.feedback_id]
+        up, down = (me, partner) if fb.thumb == chat_pb2.THUMB_UP else (partner, me)
+        self.counts["pairs_thumbs"] += 1
+        return [
+            Pair(
+                pair_id=f"t:{up.feedback_id}:{down.feedback_id}",
+                chosen=up.side,
+                rejected=down.side,
+                feedback_ids=(up.feedback_id, down.feedback_id),
+                kind="thumbs",
+                heldout=heldout,
+                given_at_ms=max(up.given_at_ms, down.given_at_ms),
+            )
+        ]
+
+    def _best_partner(self, me: _Waiting, pool: OrderedDict[str, _Waiting]) -> _Waiting | None:
+        """Most similar waiting thumb (oldest first on ties), if similar enough."""
+        best, best_sim = None, -1.0
+        for w in pool.values():
+            if w.side.answer == me.side.answer and w.side.prompt == me.side.prompt:
+                continue  # the same answer up and down says nothing about it
+            sim = jaccard(me.words, w.words)
+            if sim > best_sim:
+                best, best_sim = w, sim
+                if sim >= 1.0:
+                    break
+        return best if best is not None and best_sim >= self.settings.thumb_similarity else None
+
+    def waiting(self) -> int:
+        """Thumbs still waiting for a partner."""
+        return sum(len(p) for p in self._pools.values())
+
+    # -- durable state ----------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "seen": sorted(self.seen),
+            "counts": dict(self.counts),
+            "windows": self._windows,
+            "pools": [
+                {"heldout": h, "thumb": t, "waiting": [w.to_json() for w in pool.values()]}
+                for (h, t), pool in self._pools.items()
+            ],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.seen = set(state["seen"])
+        self.counts = Counter(state["counts"])
+        self._windows = {u: list(s) for u, s in state["windows"].items()}
+        for entry in state["pools"]:
+            pool = self._pools[(bool(entry["heldout"]), int(entry["thumb"]))]
+            pool.clear()
+            for d in entry["waiting"]:
+                w = _Waiting.from_json(d)
+                pool[w.feedback_id] = w

@@ -1,0 +1,93 @@
+"""Settings of the reward-trainer service (`RLHF_REWARD_*`).
+
+Split in three parts so each component gets only what it needs:
+`PairSettings` (feedback -> pairs), `TrainSettings` (the Bradley-Terry
+trainer; these hyperparameters go into every published manifest) and
+`RewardTrainerSettings`, which inherits both and adds the service-level
+fields. All three read the same `RLHF_REWARD_` prefix, so one flat table of
+variables documents them (`rlhf print-config`), and `pair_settings()` /
+`train_settings()` hand each component its slice.
+"""
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings
+
+from rlhf.common.settings import _config
+
+
+class PairSettings(BaseSettings):
+    """How feedback becomes (chosen, rejected) pairs."""
+
+    model_config = _config("RLHF_REWARD_")
+
+    heldout_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
+    """Share of feedback (chosen by a hash of its id, so it is stable across restarts) kept out of training to measure accuracy."""
+    user_cap: float = Field(default=50.0, gt=0)
+    """Most feedback events one user may contribute per window; the rest is counted as capped and not trained on."""
+    user_window_s: float = Field(default=3600.0, gt=0)
+    """Length of the window of the per-user cap, in seconds of feedback time."""
+    thumb_similarity: float = Field(default=0.3, ge=0.0, le=1.0)
+    """Least word-set (Jaccard) similarity of two prompts for an up and a down thumb to be paired; 1.0 means the same prompt only."""
+    thumb_pool: int = Field(default=512, ge=2)
+    """Unpaired thumbs kept waiting for a partner (per held-out/train side); the oldest are dropped beyond it."""
+
+
+class TrainSettings(BaseSettings):
+    """Bradley-Terry training. Goes into the manifest of every published version."""
+
+    model_config = _config("RLHF_REWARD_")
+
+    batch_size: int = Field(default=16, ge=1)
+    """Pairs per optimizer step (fresh pairs first, topped up from the replay buffer)."""
+    replay_fraction: float = Field(default=0.5, ge=0.0, lt=1.0)
+    """Share of each mini-batch drawn from the replay buffer of older pairs, so the model does not forget them."""
+    replay_capacity: int = Field(default=20000, ge=1)
+    """Most pairs kept in the replay buffer (reservoir sampling beyond it, so old feedback keeps a voice)."""
+    lr: float = Field(default=1e-4, gt=0)
+    """AdamW learning rate."""
+    weight_decay: float = Field(default=0.0, ge=0)
+    """AdamW weight decay."""
+    grad_clip: float = Field(default=1.0, gt=0)
+    """Gradient norm clip."""
+    margin: float = Field(default=0.0, ge=0)
+    """Bradley-Terry margin: loss = -log sigmoid(r_chosen - r_rejected - margin)."""
+    max_length: int = Field(default=256, ge=8)
+    """Token budget of prompt+answer; longer texts lose the start of the prompt (the answer carries the signal)."""
+    seed: int = 0
+    """Seed of mini-batch sampling and the head initialization."""
+
+
+class RewardTrainerSettings(PairSettings, TrainSettings):
+    """The reward-trainer service: feedback topic in, reward-model versions out."""
+
+    model_config = _config("RLHF_REWARD_")
+
+    base_model: str = ".rlhf/sft"
+    """Backbone: the SFT policy directory (a scalar head is added), or any local HF sequence-classification directory."""
+    checkpoint_dir: str = ".rlhf/reward-trainer"
+    """Durable state (model, optimizer, pairs, held-out set, seen ids, offsets); resumed from on restart."""
+    consumer_group: str = "rlhf-reward-trainer"
+    """Kafka consumer group of the feedback topic."""
+    batch_wait_s: float = Field(default=2.0, ge=0)
+    """Longest fresh pairs wait for a full share of a mini-batch before a smaller step runs on them."""
+    checkpoint_every_s: float = Field(default=30.0, ge=0)
+    """Full checkpoint at most this often; between checkpoints new feedback is held in an fsynced journal."""
+    publish_every_pairs: int = Field(default=64, ge=1)
+    """Try to publish after this many new training pairs."""
+    publish_min_heldout: int = Field(default=20, ge=1)
+    """Held-out pairs needed before the first version is published."""
+    publish_tolerance: float = Field(default=0.0, ge=0.0, le=1.0)
+    """A candidate is published if its held-out accuracy >= the current version's minus this."""
+    metrics_host: str = "0.0.0.0"
+    """Bind address of /metrics, /healthz, /readyz."""
+    metrics_port: int = Field(default=9102, ge=0, le=65535)
+    """Port of /metrics, /healthz, /readyz (0 picks a free one)."""
+    torch_threads: int = Field(default=0, ge=0)
+    """torch intra-op threads (0 keeps torch's default)."""
+
+    def pair_settings(self) -> PairSettings:
+        return PairSettings.model_construct(**{k: getattr(self, k) for k in PairSettings.model_fields})
+
+    def train_settings(self) -> TrainSettings:
+        return TrainSettings.model_construct(**{k: getattr(self, k) for k in TrainSettings.model_fields})

@@ -1,0 +1,218 @@
+"""Bradley-Terry training of the reward model as pairs arrive.
+
+P(chosen beats rejected) = sigmoid(r_chosen - r_rejected); the loss is its
+negative log-likelihood, with an optional margin (Llama-2 style) that asks for
+a gap of at least `margin` before the loss flattens.
+
+Each mini-batch takes fresh pairs first and fills the rest from a replay
+buffer of pairs already trained on (reservoir-sampled beyond its capacity,
+so old feedback keeps a voice), which is what keeps an online model from
+forgetting what it learnt an hour ago. Held-out pairs never reach the
+optimizer; they measure pairwise accuracy and calibration.
+"""
+from __future__ import annotations
+
+import math
+import random
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from rlhf.reward_trainer.model import RewardModel
+from rlhf.reward_trainer.pairs import Pair
+from rlhf.reward_trainer.settings import TrainSettings
+
+
+def bt_loss(
+    r_chosen: torch.Tensor, r_rejected: torch.Tensor, margin: float = 0.0, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Bradley-Terry negative log-likelihood: mean of -log sigmoid(r_c - r_r - margin). Inputs (B,), output ()."""
+    per_pair = -F.logsigmoid(r_chosen - r_rejected - margin)  # (B,)
+    if weight is None:
+        return per_pair.mean()
+    return (per_pair * weight).sum() / weight.sum()
+
+
+def expected_calibration_error(p_chosen: torch.Tensor, bins: int = 10) -> float:
+    """ECE of the model's win probabilities against what users chose.
+
+    Each held-out pair is counted in both orientations (p for "chosen wins",
+    true; 1-p for "rejected wins", false), so the outcomes are not all 1 and a
+    model that is always sure gets no credit for it.
+    """
+    if p_chosen.numel() == 0:
+        return 0.0
+    p = torch.cat([p_chosen, 1.0 - p_chosen])  # (2N,)
+    y = torch.cat([torch.ones_like(p_chosen), torch.zeros_like(p_chosen)])  # (2N,)
+    idx = torch.clamp((p * bins).long(), max=bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        mask = idx == b
+        if mask.any():
+            ece += mask.float().mean().item() * abs(p[mask].mean().item() - y[mask].mean().item())
+    return ece
+
+
+@dataclass(frozen=True)
+class HeldoutEval:
+    """How well the model agrees with held-out feedback."""
+
+    n: int
+    accuracy: float
+    """Share of held-out pairs where r(chosen) > r(rejected) (ties count half)."""
+    loss: float
+    ece: float
+    """Expected calibration error of sigmoid(r_c - r_r) (10 bins, both orientations)."""
+    reward_mean: float
+    reward_std: float
+    """Score statistics over held-out answers: the PPO learner can normalize rewards with them."""
+    outcomes: dict[str, float] = field(default_factory=dict, repr=False)
+    """Pair id -> 1 (right), 0 (wrong), 0.5 (tie): what the publish gate compares."""
+
+    def as_dict(self) -> dict[str, float]:
+        d = asdict(self)
+        d.pop("outcomes")
+        return d
+
+
+def evaluate(rm: RewardModel, pairs: Sequence[Pair], margin: float = 0.0, batch_size: int = 32) -> HeldoutEval:
+    """Pairwise accuracy, BT loss and calibration on `pairs` (no gradients)."""
+    if not pairs:
+        return HeldoutEval(0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    r_c = rm.score([p.chosen for p in pairs], batch_size)  # (N,)
+    r_r = rm.score([p.rejected for p in pairs], batch_size)  # (N,)
+    diff = r_c - r_r
+    right = (diff > 0).float() + 0.5 * (diff == 0).float()  # (N,)
+    both = torch.cat([r_c, r_r])
+    return HeldoutEval(
+        n=len(pairs),
+        accuracy=right.mean().item(),
+        loss=bt_loss(r_c, r_r, margin).item(),
+        ece=expected_calibration_error(torch.sigmoid(diff)),
+        reward_mean=both.mean().item(),
+        reward_std=both.std().item() if both.numel() > 1 else 0.0,
+        outcomes={p.pair_id: v for p, v in zip(pairs, right.tolist())},
+    )
+
+
+@dataclass
+class ReplayBuffer:
+    """Pairs already trained on. Reservoir sampling past `capacity`: every pair ever added has the same chance to stay."""
+
+    capacity: int
+    items: list[Pair] = field(default_factory=list)
+    added: int = 0
+
+    def add(self, pair: Pair, rng: random.Random) -> None:
+        self.added += 1
+        if len(self.items) < self.capacity:
+            self.items.append(pair)
+        else:
+            j = rng.randrange(self.added)
+            if j < self.capacity:
+                self.items[j] = pair
+
+    def sample(self, k: int, rng: random.Random) -> list[Pair]:
+        return rng.sample(self.items, min(k, len(self.items)))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+class BTTrainer:
+    """Owns the optimizer, the fresh queue, the replay buffer and the held-out set."""
+
+    def __init__(self, rm: RewardModel, settings: TrainSettings) -> None:
+        self.rm = rm
+        self.settings = settings
+        self.optimizer = torch.optim.AdamW(
+            [p for p in rm.model.parameters() if p.requires_grad], lr=settings.lr, weight_decay=settings.weight_decay
+        )
+        self.rng = random.Random(settings.seed)
+        self.fresh: deque[Pair] = deque()
+        self.buffer = ReplayBuffer(settings.replay_capacity)
+        self.heldout: list[Pair] = []
+        self.steps = 0
+        self.pairs_trained = 0
+        """Distinct training pairs that went through at least one optimizer step."""
+        self.trained_feedback_ids: set[str] = set()
+        self.last_loss = float("nan")
+        rm.model.train()
+
+    def add(self, pairs: Iterable[Pair]) -> None:
+        for p in pairs:
+            (self.heldout.append if p.heldout else self.fresh.append)(p)
+
+    @property
+    def fresh_per_batch(self) -> int:
+        """Fresh pairs in a full mini-batch (the rest comes from replay)."""
+        return max(1, math.ceil(self.settings.batch_size * (1.0 - self.settings.replay_fraction)))
+
+    def step(self) -> float | None:
+        """One optimizer step on fresh pairs topped up from replay; None when nothing fresh is waiting."""
+        if not self.fresh:
+            return None
+        s = self.settings
+        n_fresh = min(len(self.fresh), self.fresh_per_batch)
+        batch = [self.fresh.popleft() for _ in range(n_fresh)]
+        batch += self.buffer.sample(s.batch_size - n_fresh, self.rng)
+        loss = self.train_on(batch)
+        for p in batch[:n_fresh]:
+            self.buffer.add(p, self.rng)
+            self.trained_feedback_ids.update(p.feedback_ids)
+        self.pairs_trained += n_fresh
+        return loss
+
+    def train_on(self, batch: Sequence[Pair]) -> float:
+        """Forward chosen and rejected in one padded batch (one pass over the weights), BT loss, step."""
+        b = len(batch)
+        scores = self.rm.score_sides([p.chosen for p in batch] + [p.rejected for p in batch])  # (2B,)
+        loss = bt_loss(scores[:b], scores[b:], self.settings.margin)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.rm.model.parameters(), self.settings.grad_clip)
+        self.optimizer.step()
+        self.steps += 1
+        self.last_loss = loss.item()
+        return self.last_loss
+
+    def evaluate(self) -> HeldoutEval:
+        return evaluate(self.rm, self.heldout, self.settings.margin)
+
+    # -- durable state (the model and optimizer tensors are saved by checkpoint.py) --
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "fresh": [p.to_json() for p in self.fresh],
+            "buffer": [p.to_json() for p in self.buffer.items],
+            "buffer_added": self.buffer.added,
+            "heldout": [p.to_json() for p in self.heldout],
+            "steps": self.steps,
+            "pairs_trained": self.pairs_trained,
+            "trained_feedback_ids": sorted(self.trained_feedback_ids),
+            "last_loss": self.last_loss,
+            "rng": _rng_to_json(self.rng),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.fresh = deque(Pair.from_json(d) for d in state["fresh"])
+        self.buffer.items = [Pair.from_json(d) for d in state["buffer"]]
+        self.buffer.added = int(state["buffer_added"])
+        self.heldout = [Pair.from_json(d) for d in state["heldout"]]
+        self.steps = int(state["steps"])
+        self.pairs_trained = int(state["pairs_trained"])
+        self.trained_feedback_ids = set(state["trained_feedback_ids"])
+        self.last_loss = float(state["last_loss"])
+        self.rng.setstate(_rng_from_json(state["rng"]))
+
+
+def _rng_to_json(rng: random.Random) -> list[Any]:
+    version, internal, gauss = rng.getstate()
+    return [version, list(internal), gauss]
+
+
+def _rng_from_json(state: list[Any]) -> tuple[Any, ...]:
+    return (state[0], tuple(state[1]), state[2])

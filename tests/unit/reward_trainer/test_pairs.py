@@ -1,0 +1,139 @@
+"""Feedback -> pairs: comparisons, thumb pairing, dedup, user cap, held-out split, state round-trip."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rlhf.reward_trainer.pairs import PairBuilder, Side, is_heldout, jaccard, prompt_words
+from rlhf.reward_trainer.settings import PairSettings
+from rlhf.v1 import chat_pb2, events_pb2
+
+
+def settings(**kw) -> PairSettings:
+    base = dict(heldout_fraction=0.0, user_cap=1000, user_window_s=60, thumb_similarity=0.3, thumb_pool=8)
+    base.update(kw)
+    return PairSettings(**base)
+
+
+def fb(fid, kind, *, user="u1", prompt="I want a refund for order 123", answer="ok", rejected="", thumb=0, t=0):
+    msg = events_pb2.FeedbackGiven(
+        feedback_id=fid, kind=kind, user_id=user, given_at_unix_ms=t,
+        prompt_messages=[chat_pb2.Message(role="user", content=prompt)],
+        answer=events_pb2.RatedAnswer(response_id=f"r-{fid}", answer=answer), thumb=thumb,
+    )
+    if rejected:
+        msg.rejected.CopyFrom(events_pb2.RatedAnswer(response_id=f"x-{fid}", answer=rejected))
+    return msg
+
+
+CMP, THUMB, COMMENT = events_pb2.FEEDBACK_KIND_COMPARISON, events_pb2.FEEDBACK_KIND_THUMB, events_pb2.FEEDBACK_KIND_COMMENT
+UP, DOWN = chat_pb2.THUMB_UP, chat_pb2.THUMB_DOWN
+
+
+def test_comparison_is_one_pair_with_chosen_first():
+    b = PairBuilder(settings())
+    [p] = b.add(fb("f1", CMP, answer="good", rejected="bad"))
+    assert (p.chosen.answer, p.rejected.answer, p.kind, p.feedback_ids) == ("good", "bad", "comparison", ("f1",))
+    assert p.chosen.prompt == (("user", "I want a refund for order 123"),)
+    assert b.counts["comparison"] == 1 and b.counts["pairs_comparison"] == 1
+
+
+def test_duplicate_feedback_id_counts_once():
+    b = PairBuilder(settings())
+    assert len(b.add(fb("f1", CMP, answer="a", rejected="b"))) == 1
+    assert b.add(fb("f1", CMP, answer="a", rejected="b")) == []
+    assert b.counts["comparison"] == 1 and b.counts["duplicate"] == 1
+
+
+def test_up_and_down_on_similar_prompts_pair_up_down_order():
+    b = PairBuilder(settings())
+    assert b.add(fb("d", THUMB, answer="rude", thumb=DOWN, prompt="refund for order 123 please")) == []
+    assert b.waiting() == 1
+    [p] = b.add(fb("u", THUMB, answer="nice", thumb=UP, prompt="refund for order 555 please"))
+    assert (p.chosen.answer, p.rejected.answer, p.kind) == ("nice", "rude", "thumbs")
+    assert p.feedback_ids == ("u", "d") and b.waiting() == 0
+
+
+def test_thumbs_on_dissimilar_prompts_wait():
+    b = PairBuilder(settings(thumb_similarity=0.5))
+    b.add(fb("d", THUMB, answer="x", thumb=DOWN, prompt="where is my parcel"))
+    assert b.add(fb("u", THUMB, answer="y", thumb=UP, prompt="reset password now")) == []
+    assert b.waiting() == 2
+
+
+def test_most_similar_partner_wins():
+    b = PairBuilder(settings(thumb_similarity=0.0))
+    b.add(fb("far", THUMB, answer="a", thumb=DOWN, prompt="opening hours on sunday"))
+    b.add(fb("near", THUMB, answer="b", thumb=DOWN, prompt="refund my order 123 please"))
+    [p] = b.add(fb("u", THUMB, answer="c", thumb=UP, prompt="refund my order 999 please"))
+    assert p.rejected.answer == "b"
+
+
+def test_same_sign_thumbs_do_not_pair_and_pool_is_bounded():
+    b = PairBuilder(settings(thumb_pool=3))
+    for i in range(5):
+        assert b.add(fb(f"u{i}", THUMB, answer=f"a{i}", thumb=UP)) == []
+    assert b.waiting() == 3 and b.counts["thumb_expired"] == 2
+
+
+def test_user_cap_per_window():
+    b = PairBuilder(settings(user_cap=2, user_window_s=60))
+    out = [b.add(fb(f"f{i}", CMP, user="flood", answer="a", rejected="b", t=1000 * i)) for i in range(5)]
+    assert [len(o) for o in out] == [1, 1, 0, 0, 0]
+    assert b.counts["capped"] == 3
+    assert len(b.add(fb("other", CMP, user="calm", answer="a", rejected="b", t=4000))) == 1
+    # a new window gives the flooding user a fresh allowance
+    assert len(b.add(fb("later", CMP, user="flood", answer="a", rejected="b", t=61_000))) == 1
+
+
+def test_comments_are_counted_not_paired():
+    b = PairBuilder(settings())
+    m = events_pb2.FeedbackGiven(feedback_id="c1", kind=COMMENT, user_id="u", comment="too long")
+    assert b.add(m) == [] and b.counts["comment"] == 1
+
+
+def test_invalid_feedback_is_counted():
+    b = PairBuilder(settings())
+    assert b.add(fb("same", CMP, answer="a", rejected="a")) == []
+    assert b.add(fb("nothumb", THUMB, answer="a", thumb=0)) == []
+    assert b.counts["invalid"] == 2
+
+
+def test_heldout_split_is_stable_and_about_the_fraction():
+    ids = [f"id{i}" for i in range(4000)]
+    share = sum(is_heldout(i, 0.1) for i in ids) / len(ids)
+    assert 0.08 < share < 0.12
+    assert [is_heldout(i, 0.1) for i in ids[:50]] == [is_heldout(i, 0.1) for i in ids[:50]]
+    assert not any(is_heldout(i, 0.0) for i in ids)
+
+
+def test_heldout_thumbs_pair_only_with_heldout_thumbs():
+    b = PairBuilder(settings(heldout_fraction=0.5, thumb_similarity=0.0, thumb_pool=1000))
+    pairs = []
+    for i in range(200):
+        pairs += b.add(fb(f"t{i}", THUMB, answer=f"a{i}", thumb=UP if i % 2 else DOWN))
+    assert pairs
+    for p in pairs:
+        assert {is_heldout(f, 0.5) for f in p.feedback_ids} == {p.heldout}
+
+
+def test_state_round_trip_continues_identically():
+    s = settings(user_cap=3, thumb_similarity=0.0)
+    a = PairBuilder(s)
+    events = [fb(f"e{i}", THUMB if i % 3 else CMP, user=f"u{i % 2}", answer=f"a{i}", rejected=f"r{i}",
+                 thumb=UP if i % 2 else DOWN, t=i * 100) for i in range(12)]
+    for e in events[:6]:
+        a.add(e)
+    b = PairBuilder(s)
+    b.load_state_dict(json.loads(json.dumps(a.state_dict())))
+    rest_a = [p.to_json() for e in events[6:] for p in a.add(e)]
+    rest_b = [p.to_json() for e in events[6:] for p in b.add(e)]
+    assert rest_a == rest_b and a.counts == b.counts
+
+
+def test_prompt_words_use_last_user_message():
+    prompt = (("system", "be kind"), ("user", "Refund, order 12!"))
+    assert prompt_words(prompt) == {"refund", "order", "12"}
+    assert jaccard(frozenset("ab"), frozenset("bc")) == pytest.approx(1 / 3)
+    assert Side.from_json(Side(prompt, "x").to_json()) == Side(prompt, "x")
