@@ -9,7 +9,7 @@ Starts its own broker and Redis (LocalStack), then, with the same
             from the first message, so the group join is not counted.
 The weights figures come from `bench/weights_bench.py`. Medians of --repeat runs.
 
-  python bench/bus.py [--events 10000] [--repeat 3] [--weights-mb 100] [--json]
+  python bench/bus.py [--events 10000] [--repeat 4] [--weights-mb 100] [--json]
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from weights_bench import run_weights_bench  # noqa: E402  (bench/weights_bench.
 from rlhf.common import events as ev  # noqa: E402
 from rlhf.common.kafka import ConsumerLoop, EventProducer  # noqa: E402
 from rlhf.common.kafka_client import consumer_config, ensure_topics, producer_config  # noqa: E402
+from rlhf.common.logs import setup_logging  # noqa: E402
 from rlhf.common.settings import KafkaSettings  # noqa: E402
 from rlhf.common.stack import LocalStack  # noqa: E402
 
@@ -52,12 +53,12 @@ def _sized_payload() -> ev.ChatLogged:
 def bench_raw_producer(settings: KafkaSettings, topic: str, n: int, value: bytes) -> float:
     producer = KafkaProducer(**producer_config(settings, "bench-raw"))
     start = time.perf_counter()
-    for i in range(n):
-        producer.send(topic, key=f"c{i % 64}".encode(), value=value)
+    futures = [producer.send(topic, key=f"c{i % 64}".encode(), value=value) for i in range(n)]
     producer.flush()
     elapsed = time.perf_counter() - start
     producer.close()
-    return n / elapsed
+    acked = sum(f.succeeded() for f in futures)  # only acknowledged records count, as for ours
+    return acked / elapsed
 
 
 def bench_our_producer(settings: KafkaSettings, topic: str, n: int, payload: ev.ChatLogged) -> float:
@@ -115,11 +116,19 @@ def run(events: int, repeat: int, weights_mb: int) -> dict:
         for r in range(repeat):
             raw_topic, our_topic = f"bench.raw.{r}", f"bench.ours.{r}"
             ensure_topics(settings, [raw_topic, our_topic])
-            figures["raw_producer"].append(bench_raw_producer(settings, raw_topic, events, value))
-            figures["our_producer"].append(bench_our_producer(settings, our_topic, events, payload))
+            # Alternate which side goes first, so drift in machine load does not favour one side.
+            producers = [
+                ("raw_producer", lambda: bench_raw_producer(settings, raw_topic, events, value)),
+                ("our_producer", lambda: bench_our_producer(settings, our_topic, events, payload)),
+            ]
             # Both consumers read the same topic (filled by our producer, so it decodes).
-            figures["raw_consumer"].append(bench_raw_consumer(settings, our_topic, events))
-            figures["our_consumer"].append(bench_our_consumer(settings, our_topic, events))
+            consumers = [
+                ("raw_consumer", lambda: bench_raw_consumer(settings, our_topic, events)),
+                ("our_consumer", lambda: bench_our_consumer(settings, our_topic, events)),
+            ]
+            order = 1 if r % 2 == 0 else -1
+            for name, fn in producers[::order] + consumers[::order]:
+                figures[name].append(fn())
         med = {k: statistics.median(v) for k, v in figures.items()}
         weights = run_weights_bench(stack.redis_url, weights_mb)
     finally:
@@ -164,10 +173,11 @@ def _table(result: dict) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=10_000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=4)
     parser.add_argument("--weights-mb", type=int, default=100, help="model size of the weights bench")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = parser.parse_args()
+    setup_logging("bench", "WARNING")
     result = run(args.events, args.repeat, args.weights_mb)
     print(json.dumps(result) if args.json else _table(result))
     return 0

@@ -21,7 +21,8 @@ from rlhf.models.sample import sample_answers
 from rlhf.simulate.behaviour import Thumb, choose, comment, thumb_decision
 from rlhf.simulate.preferences import default_preference
 from rlhf.v1 import chat_pb2, events_pb2
-from rlhf.world.generate import WorldConfig, generate
+from rlhf.world.compose import compose_answer
+from rlhf.world.generate import WorldConfig, generate, sample_variant
 
 T0_MS = 1_767_225_600_000
 """Feedback time of the first event (2026-01-01); events follow one second apart."""
@@ -50,6 +51,20 @@ def rated_answers(policy_dir: str | Path, prompts: list[dict], per_prompt: int =
     groups = []
     for i, p in enumerate(prompts):
         texts = [a.text for a in answers[i * per_prompt : (i + 1) * per_prompt]]
+        groups.append([Rated(p["prompt"], p["scenario"], t, default_preference(p["prompt"], t, p["scenario"]))
+                       for t in texts])
+    return groups
+
+
+def world_answers(prompts: list[dict], per_prompt: int = 4, seed: int = 0) -> list[list[Rated]]:
+    """Answers composed by the world generator with the demonstrations' style mix (what SFT imitates).
+
+    A stand-in for a policy's samples when none is trained yet; rated like them.
+    """
+    cfg, rng = WorldConfig(seed=seed), random.Random(f"answers-{seed}")
+    groups = []
+    for p in prompts:
+        texts = [compose_answer(p["scenario"], sample_variant(cfg, rng), rng) for _ in range(per_prompt)]
         groups.append([Rated(p["prompt"], p["scenario"], t, default_preference(p["prompt"], t, p["scenario"]))
                        for t in texts])
     return groups

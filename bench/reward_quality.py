@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reward_feedback import rated_answers, simulate_feedback, true_scores, world_prompts  # noqa: E402
+from reward_feedback import rated_answers, simulate_feedback, true_scores, world_answers, world_prompts  # noqa: E402
 
 from rlhf.common.events import wrap  # noqa: E402
 from rlhf.reward_trainer.checkpoint import JournalRecord  # noqa: E402
@@ -69,7 +69,10 @@ def run(args: argparse.Namespace) -> dict:
         policy = str(make_tiny_policy(Path(args.workdir) / "tiny-policy"))
     t0 = time.perf_counter()
     prompts = world_prompts(args.prompts + args.eval_prompts, seed=args.seed)
-    groups = rated_answers(policy, prompts, per_prompt=args.answers_per_prompt, seed=args.seed)
+    if args.answers == "policy":
+        groups = rated_answers(policy, prompts, per_prompt=args.answers_per_prompt, seed=args.seed)
+    else:
+        groups = world_answers(prompts, per_prompt=args.answers_per_prompt, seed=args.seed)
     train_groups, eval_groups = groups[: args.prompts], groups[args.prompts :]
     scores = true_scores(groups)
     stream = simulate_feedback(train_groups, args.events, seed=args.seed)
@@ -105,6 +108,7 @@ def run(args: argparse.Namespace) -> dict:
     answers = [a for g in groups for a in g]
     return {
         "policy": policy,
+        "answers": args.answers,
         "events": len(stream),
         "eval_pairs": len(eval_set),
         "eval_accuracy": final_eval,
@@ -158,6 +162,8 @@ def main() -> int:
     p.add_argument("--prompts", type=int, default=300, help="prompts of the feedback stream")
     p.add_argument("--eval-prompts", type=int, default=100, help="other prompts, for the independent eval set")
     p.add_argument("--answers-per-prompt", type=int, default=4)
+    p.add_argument("--answers", choices=["policy", "world"], default="policy",
+                   help="rate the policy's samples (default) or world-composed answers with the demonstrations' style mix")
     p.add_argument("--batch-events", type=int, default=50, help="events per consumed batch")
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--seed", type=int, default=0)

@@ -43,7 +43,7 @@ def step1_commands(work_dir: Path, seed: int, sft_args: list[str]) -> list[list[
     return [
         ["world", "generate", "--out", str(world), "--seed", str(seed)],
         ["sft", "--data", str(world / "demonstrations.jsonl"), "--out", str(work_dir / "sft"),
-         "--seed", str(seed), *sft_args],
+         "--seed", str(seed), "--no-progress", *sft_args],
     ]
 
 
@@ -53,6 +53,7 @@ def open_store() -> WeightStore:
 
 def wait_for_version(store: WeightStore, timeout_s: float, poll_s: float = 5.0) -> int:
     deadline = time.monotonic() + timeout_s
+    poll_s = min(poll_s, max(timeout_s / 10, 0.05))
     while True:
         current = store.current_version()
         if current is not None:
@@ -82,7 +83,7 @@ def init_policy(args: argparse.Namespace) -> int:
                 log_event(log, "running", command="rlhf " + " ".join(argv))
                 subprocess.run(["rlhf", *argv], check=True)
             policy_dir = work_dir / "sft"
-        manifest = store.publish_hf_dir(policy_dir, metrics={"source": "sft"}, parent_version=None)
+        manifest = store.publish_hf_dir(policy_dir, extra={"source": "sft"}, parent_version=None)
         log_event(log, "policy published", version=manifest.version, sha256=manifest.sha256, source=str(policy_dir))
     finally:
         if store.redis.get(lock_key) == token.encode():

@@ -14,6 +14,8 @@ SETTINGS_CLASSES: list[tuple[str, str, str]] = [
     ("inference", "rlhf.inference.settings", "InferenceSettings"),
     ("reward-trainer", "rlhf.reward_trainer.settings", "RewardTrainerSettings"),
     ("ppo-learner", "rlhf.ppo_learner.settings", "PPOLearnerSettings"),
+    ("ppo-learner hyperparameters (in every policy manifest)", "rlhf.ppo_learner.settings", "PPOHyperparams"),
+    ("simulated users", "rlhf.simulate.settings", "SimulateSettings"),
 ]
 
 

@@ -130,7 +130,7 @@ def _name_template(node: ast.AST | None, params: list[str]) -> tuple[str, int | 
         if len(holes) == 1:
             hole = parts[holes[0]].value
             if isinstance(hole, ast.Name) and hole.id in params:
-                text = lambda vs: "".join(v.value for v in vs if isinstance(v, ast.Constant))  # noqa: E731
+                text = lambda vs: "".join(v.value for v in vs if isinstance(v, ast.Constant))
                 return text(parts[: holes[0]]), params.index(hole.id), text(parts[holes[0] + 1:])
     return None
 
@@ -195,7 +195,7 @@ def exposed_series() -> dict[str, MetricDef]:
     out: dict[str, MetricDef] = {}
     for m in defined_metrics().values():
         if m.type == "Counter":
-            base = m.name[: -len("_total")] if m.name.endswith("_total") else m.name
+            base = m.name.removesuffix("_total")
             names = [f"{base}_total", f"{base}_created"]
         elif m.type == "Histogram":
             names = [f"{m.name}_bucket", f"{m.name}_sum", f"{m.name}_count", f"{m.name}_created"]
@@ -294,7 +294,6 @@ def settings_env_vars() -> dict[str, type]:
     package (hyperparameter classes that share a service's prefix).
     """
     from pydantic_settings import BaseSettings
-
     from rlhf.common.settings import describe
     from rlhf.config_cli import available
 

@@ -66,7 +66,7 @@ def test_manifests_validate_against_kubernetes_schemas(rendered):
 
 
 def test_names_and_labels_are_namespaced(rendered):
-    name, _, out = rendered
+    _, _, out = rendered
     for doc in objects(out):
         meta = doc["metadata"]
         assert len(meta["name"]) <= 63 and re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", meta["name"]), meta["name"]
@@ -78,7 +78,7 @@ def test_names_and_labels_are_namespaced(rendered):
 
 
 def test_every_container_is_non_root_with_a_read_only_root(rendered):
-    name, _, out = rendered
+    _, _, out = rendered
     specs = pod_specs(out)
     assert specs
     for obj, spec in specs:
@@ -101,10 +101,10 @@ def _deployment(out, component):
 
 
 def test_inference_keeps_capacity_and_uses_grpc_probes(rendered):
-    name, values, out = rendered
+    _, values, out = rendered
     dep = _deployment(out, "inference")
     assert dep is not None
-    inf = {**{"autoscaling": {"enabled": True}}, **values.get("inference", {})}
+    inf = {"autoscaling": {"enabled": True}, **values.get("inference", {})}
     strategy = dep["spec"]["strategy"]
     assert strategy["type"] == "RollingUpdate" and strategy["rollingUpdate"]["maxUnavailable"] == 0
     container = dep["spec"]["template"]["spec"]["containers"][0]
@@ -126,7 +126,7 @@ def test_inference_keeps_capacity_and_uses_grpc_probes(rendered):
 
 
 def test_learners_are_single_writers(rendered):
-    name, values, out = rendered
+    _, values, out = rendered
     for component, key in (("reward-trainer", "rewardTrainer"), ("ppo-learner", "ppoLearner")):
         dep = _deployment(out, component)
         if values.get(key, {}).get("enabled", True) is False:
@@ -151,7 +151,7 @@ def test_ppo_learner_runs_torchrun_workers_when_asked():
 
 
 def test_services_expose_named_ports(rendered):
-    name, values, out = rendered
+    _, _, out = rendered
     for svc in by_kind(out, "Service"):
         ports = {p["name"]: p for p in svc["spec"]["ports"]}
         assert "metrics" in ports, svc["metadata"]["name"]
@@ -160,7 +160,7 @@ def test_services_expose_named_ports(rendered):
 
 
 def test_settings_come_from_configmap_and_secret(rendered):
-    name, values, out = rendered
+    _, values, out = rendered
     (cm,) = by_kind(out, "ConfigMap") if not values.get("metrics", {}).get("grafanaDashboard", {}).get("enabled") \
         else [c for c in by_kind(out, "ConfigMap") if "KAFKA_BOOTSTRAP_SERVERS" in c["data"]]
     secrets = by_kind(out, "Secret")
@@ -216,7 +216,7 @@ def test_chart_files_equal_the_deploy_files():
 def test_settings_changes_roll_the_pods():
     a = render_chart({})
     b = render_chart({"config": {"logLevel": "DEBUG"}})
-    ann = lambda out: _deployment(out, "inference")["spec"]["template"]["metadata"]["annotations"]  # noqa: E731
+    ann = lambda out: _deployment(out, "inference")["spec"]["template"]["metadata"]["annotations"]
     assert ann(a)["checksum/config"] != ann(b)["checksum/config"]
 
 
@@ -261,3 +261,16 @@ def test_every_values_key_is_commented():
             undocumented.append(f"line {lineno}: {key}")
         stack.append((indent, documented))
     assert not undocumented, "undocumented values: " + "; ".join(undocumented)
+
+
+@pytest.mark.parametrize("bad", [
+    {"inferance": {"replicaCount": 3}},                      # a typo in a top-level key
+    {"kafka": {"securityProtocol": "TLS"}},                   # not a Kafka protocol
+    {"inference": {"grpcPort": 70000}},                      # not a port
+    {"rewardTrainer": {"replicaCount": 2}},                  # two writers of reward versions
+    {"ppoLearner": {"torchrun": {"nprocPerNode": 0}}},
+    {"config": {"extraEnv": {"rlhf-lower": "x"}}},           # not an environment variable name
+])
+def test_values_schema_refuses_nonsense(bad):
+    with pytest.raises(helm_python.HelmValuesError):
+        render_chart(bad)

@@ -6,6 +6,7 @@ its status code, authentication, and a graceful drain.
 from __future__ import annotations
 
 import hashlib
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -215,3 +216,16 @@ def test_shutdown_drains_calls_in_flight(start_server):
         results = [f.result(timeout=60) for f in futures]
         stopping.result(timeout=60)
     assert all(r.text for r in results)
+
+
+def test_tls_from_settings(start_server, tmp_path):
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    server = start_server(tls_cert_file=str(cert), tls_key_file=str(key))
+    secure = grpc.secure_channel(server.target, grpc.ssl_channel_credentials(cert.read_bytes()))
+    assert chat_pb2_grpc.ChatServiceStub(secure).Chat(request()).text
+    with pytest.raises(grpc.RpcError) as info:  # a plaintext client cannot talk to it
+        chat_pb2_grpc.ChatServiceStub(grpc.insecure_channel(server.target)).Chat(request(), timeout=5)
+    assert info.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)

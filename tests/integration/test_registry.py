@@ -59,6 +59,7 @@ def test_50mb_state_dict_round_trips_bit_identical(stack, redis_prefix):
         assert loaded.state_dict[name].dtype == t.dtype and torch.equal(loaded.state_dict[name], t), name
 
 
+@pytest.mark.slow
 def test_gpt2_with_tied_weights_and_hf_directory_round_trip(stack, redis_prefix, tmp_path):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
@@ -106,9 +107,13 @@ def test_corrupt_or_missing_chunk_is_rejected_and_the_reader_keeps_its_version(s
     store = make_store(stack.redis_url, redis_prefix, chunk_mib=1)
     store.publish_state_dict(filled(1.0, mib=3))
     serving = store.fetch()  # what a replica serves
-    store.publish_state_dict(filled(2.0, mib=3), parent_version=1)
+    store.publish_state_dict(filled(2.0, mib=3), parent_version=1, files={"tokenizer.json": b"{}"})
     r = redis.Redis.from_url(stack.redis_url)
     r.setrange(f"{redis_prefix}:policy:v2:chunk:1", 100, b"\x00garbage\x00")
+    assert store.fetch_files(2) == {"tokenizer.json": b"{}"}
+    r.hset(f"{redis_prefix}:policy:v2:files", "tokenizer.json", b"[]")
+    with pytest.raises(CorruptVersion, match="bad companion file: tokenizer.json"):
+        store.fetch_files(2)
     before = rejected("sha256_mismatch")
 
     def refresh(version: int) -> None:
@@ -173,6 +178,7 @@ def test_readers_never_see_a_half_written_version(stack, redis_prefix):
     assert seen == sorted(seen) and seen[-1] == 5
 
 
+@pytest.mark.slow
 def test_publisher_killed_mid_write_leaves_the_pointer_and_no_garbage(stack, redis_prefix):
     store = make_store(stack.redis_url, redis_prefix)
     store.publish_state_dict(filled(1.0))

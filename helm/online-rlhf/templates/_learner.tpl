@@ -80,7 +80,7 @@ spec:
             {{- include "online-rlhf.envFrom" $root | nindent 12 }}
           {{- with $v.env }}
           env:
-            {{- include "online-rlhf.envList" . | nindent 12 }}
+            {{- include "online-rlhf.envList" . | trim | nindent 12 }}
           {{- end }}
           startupProbe:
             httpGet:

@@ -167,7 +167,12 @@ class ConsumerLoop:
         self._consumer, self._dlq = None, None
 
     def _watch_assignment(self) -> None:
-        """Rebuild the client when no partition is assigned for long (e.g. a memory-only broker restarted empty)."""
+        """Rebuild the client (re-creating topics) when the subscribed topics vanished from the broker.
+
+        Only a memory-only broker that restarted empty does that. Having no
+        partitions is normal for a consumer in a group with more members than
+        partitions, so the topics are checked only after a long unassigned spell.
+        """
         if self._consumer.assignment():
             self._unassigned_since = None
             return
@@ -175,8 +180,12 @@ class ConsumerLoop:
         if self._unassigned_since is None:
             self._unassigned_since = now
         elif now - self._unassigned_since > max(10.0, 3 * self.settings.session_timeout_ms / 1000):
-            log_event(log, "no partitions assigned; rebuilding the consumer", logging.WARNING, group=self.group_id)
-            self._reset()
+            self._unassigned_since = now
+            missing = set(self.topics) - set(self._consumer.topics())
+            if missing:
+                log_event(log, "subscribed topics vanished; rebuilding the consumer", logging.WARNING,
+                          group=self.group_id, topics=sorted(missing))
+                self._reset()
 
     # -- one batch -------------------------------------------------------------
     def _process(self, records: dict) -> None:

@@ -5,9 +5,10 @@ it to a background sender thread through an in-memory queue, so a request
 handler never waits on the broker. The sender owns a kafka-python
 `KafkaProducer` (acks=all + idempotence by default) and a `DiskSpool`:
 
-  connected  -> events go straight to the broker; a failed send (broker gone,
-                timeout) moves that event and everything after it to the spool
-                and switches to `spooling`.
+  connected  -> events are pipelined to the broker (acks collected as they
+                arrive, at most MAX_INFLIGHT outstanding); a failed send (broker
+                gone, timeout) moves every unacknowledged event to the spool, in
+                order, and switches to `spooling`.
   spooling   -> events are appended to the spool (fsync per batch); every
                 `RECONNECT_S` the sender tries a fresh client; once the broker
                 answers it re-creates missing topics (a memory-only broker
@@ -34,7 +35,7 @@ from kafka import KafkaProducer
 
 from rlhf.common import bus_metrics as m
 from rlhf.common.events import EventEnvelope, Payload, encode, wrap
-from rlhf.common.kafka_client import bootstrap_addresses, ensure_topics, producer_config
+from rlhf.common.kafka_client import bootstrap_addresses, delivery_timeout_ms, ensure_topics, producer_config
 from rlhf.common.logs import log_event
 from rlhf.common.procs import port_is_open
 from rlhf.common.settings import KafkaSettings
@@ -46,8 +47,9 @@ RECONNECT_S = 1.0
 """Pause between attempts to reach the broker while spooling."""
 REPLAY_BATCH = 1000
 """Spooled events sent per replay round (acknowledged before the spool cursor moves)."""
-MAX_INFLIGHT = 5000
-"""Records sent and not yet acknowledged before the sender waits for the oldest."""
+MAX_INFLIGHT = 1000
+"""Records sent and not yet acknowledged before the sender waits for the oldest. Kept small so a record
+never waits long in the client's buffer (its delivery timeout runs from there)."""
 DEFAULT_MAX_PENDING = 100_000
 """Bound of the in-memory hand-off between `publish()` and the sender thread, in events."""
 
@@ -300,7 +302,7 @@ class EventProducer:
         self._to_spool(failed)
 
     def _delivery_timeout_s(self) -> float:
-        return (self.settings.request_timeout_ms + self.settings.linger_ms) / 1000 + 1
+        return delivery_timeout_ms(self.settings) / 1000 + 1
 
     def _to_spool(self, batch: list[SpoolRecord]) -> None:
         self._held.extend(batch)

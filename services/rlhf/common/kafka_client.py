@@ -45,6 +45,11 @@ def bootstrap_addresses(settings: KafkaSettings) -> list[tuple[str, int]]:
     return out
 
 
+def delivery_timeout_ms(settings: KafkaSettings) -> int:
+    """How long a sent record may wait for its acknowledgement before it counts as failed."""
+    return 3 * settings.request_timeout_ms + settings.linger_ms
+
+
 def producer_config(settings: KafkaSettings, client_id: str) -> dict[str, Any]:
     """`KafkaProducer(**producer_config(...))`: acks=all + idempotence, or acks 1/0 without it.
 
@@ -59,8 +64,10 @@ def producer_config(settings: KafkaSettings, client_id: str) -> dict[str, Any]:
         enable_idempotence=idempotent,
         retries=2**31 - 1 if idempotent else 5,
         linger_ms=settings.linger_ms,
-        # Fail a send (and spool it) when the broker has not acknowledged it within one request timeout.
-        delivery_timeout_ms=settings.request_timeout_ms + settings.linger_ms,
+        # Fail a send (and spool it) when the broker has not acknowledged it in time. The clock starts
+        # when the record enters the client's buffer, so it must also cover the wait behind earlier
+        # records on a busy machine: three request timeouts (15 s by default).
+        delivery_timeout_ms=delivery_timeout_ms(settings),
         # send() waits this long for metadata when the topic is unknown; the sender thread pays it, not callers.
         max_block_ms=settings.request_timeout_ms,
     )

@@ -31,6 +31,7 @@ import json
 import logging
 import threading
 import time
+import zlib
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, is_dataclass
@@ -49,6 +50,7 @@ from rlhf.common.weights import (
     FileEntry,
     Kind,
     Manifest,
+    aligned_buffer,
     chunk_count,
     clean_state_dict,
     decode_state_dict,
@@ -56,7 +58,6 @@ from rlhf.common.weights import (
     iter_chunks,
     locate_corruption,
     plan_state_dict,
-    sha256_hex,
     unwrap_module,
 )
 from rlhf.common.weights_settings import WeightStoreSettings
@@ -84,7 +85,12 @@ class VersionNotFound(LookupError):
 
 @dataclass
 class LoadedVersion:
-    """A verified version: its manifest and its tensors (views into one buffer)."""
+    """A verified version: its manifest and its tensors.
+
+    The tensors are writable views into one aligned buffer, which lives as long
+    as any of them: `load_state_dict` copies out of it; with `assign=True` the
+    model adopts the views and no copy is made.
+    """
 
     manifest: Manifest
     state_dict: dict[str, torch.Tensor]
@@ -215,10 +221,10 @@ class WeightStore:
             pipe.execute()
         manifest = Manifest(
             version=version, kind=self.kind, sha256=whole, size_bytes=size, chunk_size=chunk_size,
-            chunk_count=count, chunk_sha256=per_chunk, parent_version=parent_version,
+            chunk_count=count, chunk_crc32=per_chunk, parent_version=parent_version,
             model_config=dict(model_config or {}),
             files={n: FileEntry(size=len(b), sha256=hashlib.sha256(b).hexdigest()) for n, b in files.items()},
-            aliases=encoded.aliases, metrics={k: float(v) for k, v in (metrics or {}).items()}, extra=dict(extra or {}),
+            aliases=encoded.aliases, metrics=_numbers(metrics), extra=dict(extra or {}),
         )
         previous = self.current_version()
         pipe = self.redis.pipeline(transaction=True)
@@ -253,7 +259,10 @@ class WeightStore:
         raw = self.redis.get(self._key(version, "manifest"))
         if raw is None:
             raise VersionNotFound(f"{self.kind} version {version} is not in the store")
-        manifest = Manifest.from_json(raw, kind=self.kind, version=version)
+        try:
+            manifest = Manifest.from_json(raw, kind=self.kind, version=version)
+        except CorruptVersion as exc:
+            raise self._reject(exc) from None
         if manifest.version != version or manifest.kind != self.kind:
             raise self._reject(CorruptVersion(self.kind, version, "bad manifest",
                                               detail=f"describes {manifest.kind} version {manifest.version}"))
@@ -270,10 +279,7 @@ class WeightStore:
             version = self.current_version()
             if version is None:
                 raise VersionNotFound(f"no {self.kind} version has been published")
-        try:
-            manifest = self.manifest(version)
-        except CorruptVersion as exc:
-            raise self._reject(exc) from None
+        manifest = self.manifest(version)
         payload = self.fetch_payload(manifest)
         try:
             state_dict = decode_state_dict(payload, manifest.aliases)
@@ -283,12 +289,11 @@ class WeightStore:
         FETCH_SECONDS.labels(self.kind).observe(time.perf_counter() - t0)
         return LoadedVersion(manifest, state_dict)
 
-    def fetch_payload(self, manifest: Manifest) -> bytearray:
-        """The verified safetensors bytes of a version."""
+    def fetch_payload(self, manifest: Manifest) -> memoryview:
+        """The verified safetensors bytes of a version (a writable, 64-byte-aligned buffer)."""
         m = manifest
         keys = self._chunk_keys(m.version, m.chunk_count)
-        buf = bytearray(m.size_bytes)
-        view = memoryview(buf)
+        view = buf = aligned_buffer(m.size_bytes)
         digest = hashlib.sha256()
         problems: list[CorruptVersion] = []
 
@@ -446,15 +451,24 @@ class _Watermark:
                 raise RuntimeError("encoding the state dict failed")
 
 
-def _digests(payload: bytearray, chunk_size: int, ready: _Watermark) -> tuple[str, list[str]]:
-    """sha256 of the payload and of each chunk, computed as the bytes become final."""
+def _digests(payload: memoryview, chunk_size: int, ready: _Watermark) -> tuple[str, list[int]]:
+    """sha256 of the payload and crc32 of each chunk, computed as the bytes become final."""
     whole = hashlib.sha256()
     per_chunk = []
     for i, chunk in enumerate(iter_chunks(payload, chunk_size)):
         ready.wait(i * chunk_size + len(chunk))
         whole.update(chunk)
-        per_chunk.append(sha256_hex(chunk))
+        per_chunk.append(zlib.crc32(chunk))
     return whole.hexdigest(), per_chunk
+
+
+def _numbers(metrics: Mapping[str, Any] | None) -> dict[str, float]:
+    out = {}
+    for key, value in (metrics or {}).items():
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__float__"):
+            raise TypeError(f"metrics[{key!r}] = {value!r} is not a number; put descriptive values in extra=")
+        out[key] = float(value)
+    return out
 
 
 def _config_dict(config: Any) -> dict[str, Any]:

@@ -2,8 +2,8 @@
 
 `evaluate_policy` samples one answer per held-out prompt with the serving
 sampling settings, scores each with the preference, and reports the mean score
-and the mean thumbs-up probability (behaviour.thumbs_up_probability) with 95%
-confidence intervals, plus the share of well-formed answers and of each style
+and the expected thumbs-up rate (see `thumbs_up_rate`) with 95% confidence
+intervals, plus the share of well-formed answers and of each style
 variant (read from the text by rlhf.world.classify).
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from rlhf.models.sample import sample_answers
-from rlhf.simulate.behaviour import thumbs_up_probability
+from rlhf.simulate.behaviour import thumbs_up_probability, vote_probability
 from rlhf.world.classify import classify
 
 Preference = Callable[[str, str, dict], float]
@@ -70,19 +70,35 @@ def mean_ci95(values: list[float]) -> tuple[float, list[float]]:
     return mean, [mean - half, mean + half]
 
 
+def thumbs_up_rate(scores: list[float]) -> tuple[float, list[float]]:
+    """Expected share of ups among the thumbs users would give, with a 95% interval.
+
+    Users vote more often on very good or very bad answers, so this is the
+    vote-weighted mean of P(up | vote): the same quantity as the live rate
+    `rlhf simulate` reports (ups / thumbs). Interval: ratio estimator, linearised.
+    """
+    w = [vote_probability(s) for s in scores]
+    u = [thumbs_up_probability(s) for s in scores]
+    n, wsum = len(scores), sum(w)
+    rate = sum(wi * ui for wi, ui in zip(w, u, strict=True)) / wsum
+    resid = [wi * (ui - rate) for wi, ui in zip(w, u, strict=True)]
+    var = sum(r * r for r in resid) / (n - 1) if n > 1 else 0.0
+    half = 1.96 * math.sqrt(var / n) / (wsum / n)
+    return rate, [rate - half, rate + half]
+
+
 def score_answers(prompts: list[dict], answers: list[str], finished: list[bool], preference: Preference) -> dict:
     """Scores and shares of already sampled answers (one per prompt). Truncated answers score 0."""
-    scores, thumbs, labels = [], [], Counter()
+    scores, labels = [], Counter()
     for p, a, done in zip(prompts, answers, finished, strict=True):
         s = float(preference(p["prompt"], a, p["scenario"])) if done else 0.0
         if not 0.0 <= s <= 1.0 or math.isnan(s):
             raise ValueError(f"preference returned {s}, outside [0, 1]")
         scores.append(s)
-        thumbs.append(thumbs_up_probability(s))
         labels[classify(a, p["scenario"]).label if done else "malformed"] += 1
     n = len(scores)
     mean, ci = mean_ci95(scores)
-    up, up_ci = mean_ci95(thumbs)
+    up, up_ci = thumbs_up_rate(scores)
     return {
         "n": n,
         "mean_score": mean,
@@ -132,4 +148,35 @@ def evaluate_policy(
     result = score_answers(prompts, [s.text for s in sampled], [s.finished for s in sampled], preference)
     result["sampling"] = {"temperature": sampling.temperature, "top_p": sampling.top_p, "max_new_tokens": sampling.max_new_tokens}
     result["examples"] = [{"prompt": p["prompt"], "answer": s.text} for p, s in zip(prompts[:5], sampled[:5])]
+    return result
+
+
+def evaluate_dir(
+    policy_dir: str,
+    preference: str | Preference,
+    prompts: str | list[dict],
+    sampling: Sampling | None = None,
+    seed: int = 0,
+    limit: int | None = None,
+    threads: int | None = None,
+) -> dict:
+    """`evaluate_policy` from paths: a policy directory, a `module:function` (or callable), a prompts file (or list).
+
+    What the closed-loop report calls for each published policy version.
+    """
+    import torch
+
+    from rlhf.models.policy import load_policy
+    from rlhf.world.files import load_prompts
+
+    pref = load_preference(preference) if isinstance(preference, str) else preference
+    rows = load_prompts(prompts) if isinstance(prompts, str) else prompts
+    if limit:
+        rows = rows[:limit]
+    if threads:
+        torch.set_num_threads(threads)
+    model, tokenizer = load_policy(policy_dir)
+    result = evaluate_policy(model, tokenizer, rows, pref, sampling, seed=seed)
+    result["policy"] = str(policy_dir)
+    result["preference"] = preference if isinstance(preference, str) else f"{pref.__module__}:{pref.__qualname__}"
     return result

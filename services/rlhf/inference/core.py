@@ -25,7 +25,7 @@ from rlhf.inference.errors import Cancelled, DeadlineExceeded, Internal, Invalid
 from rlhf.inference.response_cache import AnswerRecord, ComparisonRecord, ResponseCache
 from rlhf.inference.sampling import SamplingSettings
 from rlhf.inference.settings import InferenceSettings
-from rlhf.inference.streams import AsyncWatcher, wait_done
+from rlhf.inference.streams import AsyncWatcher, TextStream, wait_done
 from rlhf.v1 import chat_pb2, events_pb2
 
 log = logging.getLogger(__name__)
@@ -178,26 +178,24 @@ class ChatCore:
         watcher = AsyncWatcher(asyncio.get_running_loop(), tokens=True)
         gen = self._submit(ids, sampling, req.deadline, watcher)
         response_id, conversation_id = uuid.uuid4().hex, req.conversation_id or uuid.uuid4().hex
-        shown, sent_any = "", False
+        text_stream, sent_any, delta = None, False, ""
         try:
             while True:
                 await watcher.changed()
-                n = len(gen.token_ids)
                 done = gen.done
                 if done:
                     self._check(gen)
-                if n == 0:
+                ids = gen.token_ids[:]
+                if not ids:
                     continue
-                visible = gen.token_ids[: n - 1] if (done and gen.finish_reason == "stop") else gen.token_ids[:n]
-                full = gen.policy.decode(visible)
-                # Hold back a trailing partial UTF-8 sequence until its next token completes it.
-                safe = full if done else full.rstrip("\ufffd")
-                delta = ""
-                if safe.startswith(shown):  # else a merge rewrote earlier text: wait for it to settle
-                    delta, shown = safe[len(shown):], safe
+                if text_stream is None:
+                    text_stream = TextStream(gen.policy.decode)
+                if done and gen.finish_reason == "stop":
+                    ids = ids[:-1]  # the end-of-sequence token is served, not shown
+                delta = text_stream.push(ids, final=done)
                 if done:
                     break
-                if delta or not sent_any:
+                if delta or not sent_any:  # the first chunk goes out at once, even without text yet
                     sent_any = True
                     yield Chunk(response_id, conversation_id, delta, gen.policy.version)
         except asyncio.CancelledError:

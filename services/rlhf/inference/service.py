@@ -52,7 +52,10 @@ class Config:
     kafka: KafkaSettings
     redis: RedisSettings
     spool_dir: str | None = None
-    """Overrides `KafkaSettings.spool_dir/inference` (tests, several replicas on one host)."""
+    """Overrides the producer's spool directory, `KafkaSettings.spool_dir/<producer>-<grpc port>`.
+
+    One directory per replica: a spool is owned by one producer, and replicas on
+    one host differ by port; a replica restarted on its port replays what is left."""
 
 
 class InferenceServer:
@@ -110,7 +113,8 @@ class InferenceServer:
         ).start()
         self.follower = PolicyFollower(self.engine, store, self.s.poll_interval_s, self.s.device,
                                        pinned=self.s.pinned_version).start()
-        self.producer = EventProducer(self.config.kafka, self.s.producer_name, spool_dir=self.config.spool_dir)
+        spool = self.config.spool_dir or str(Path(self.config.kafka.spool_dir) / f"{self.s.producer_name}-{self.port}")
+        self.producer = EventProducer(self.config.kafka, self.s.producer_name, spool_dir=spool)
         self.cache = ResponseCache(self.config.redis, self.s.response_ttl_s, self.s.idempotency_ttl_s)
         core = ChatCore(self.s, self.engine, self.cache, self.producer if self.s.log_events else None,
                         self.config.kafka.chats_topic)

@@ -38,7 +38,7 @@ class InferenceSettings(BaseSettings):
     """On SIGTERM: health goes NOT_SERVING, then in-flight calls get this long to finish."""
 
     # --- policy ---------------------------------------------------------------------------
-    policy_dir: str = ".rlhf/policy/sft"
+    policy_dir: str = ".rlhf/sft/policy"
     """Local HF causal-LM directory served (as version 0) when the weight store has no policy yet."""
     publish_initial: bool = False
     """Publish `policy_dir` as the first policy version when the store is empty (what `rlhf up` does)."""

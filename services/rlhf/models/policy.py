@@ -50,7 +50,6 @@ def build_policy(tokenizer, shape: PolicyShape, seed: int = 0) -> GPT2LMHeadMode
         bos_token_id=tokenizer.eos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        loss_type="ForCausalLM",
     )
     torch.manual_seed(seed)
     model = GPT2LMHeadModel(config)
@@ -84,7 +83,7 @@ def load_policy(path: str | Path, train: bool = False):
     try:
         tokenizer = AutoTokenizer.from_pretrained(p, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(p, local_files_only=True, dtype=torch.float32)
-    except Exception as exc:  # noqa: BLE001 - any failure means "not loadable", reported with the path
+    except Exception as exc:
         raise PolicyLoadError(f"cannot load a causal LM from {p}: {exc}") from exc
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -43,7 +43,12 @@ def sample_answers(
         texts = [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chunk]
         enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
-        kwargs = dict(do_sample=temperature > 0, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, eos_token_id=eos)
+        kwargs = {
+            "do_sample": temperature > 0,
+            "max_new_tokens": max_new_tokens,
+            "pad_token_id": tokenizer.pad_token_id,
+            "eos_token_id": eos,
+        }
         if temperature > 0:
             kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
         ids = model.generate(**enc, **kwargs)  # (B, prompt_len + new)

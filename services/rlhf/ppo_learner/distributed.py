@@ -110,3 +110,13 @@ def broadcast_object(world: World, obj: object) -> object:
 def barrier(world: World) -> None:
     if world.enabled:
         dist.barrier()
+
+
+def replicas_in_sync(world: World, module: torch.nn.Module) -> bool:
+    """True if every worker holds exactly rank 0's weights (a cheap check that data parallelism is sound)."""
+    if not world.enabled:
+        return True
+    local = float(sum(p.detach().double().sum().item() * (i + 1) for i, p in enumerate(module.parameters())))
+    reference = broadcast_object(world, local)
+    agree = all_reduce_sum(world, [1.0 if local == reference else 0.0])[0]
+    return int(agree) == world.world_size

@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     hp = _hyperparams(args.hp)
     # Heavy imports only when the command runs (keeps `rlhf --help` fast).
     from rlhf.ppo_learner import checkpoint
-    from rlhf.ppo_learner.distributed import init_from_env, shutdown
+    from rlhf.ppo_learner.distributed import init_from_env, replicas_in_sync, shutdown
     from rlhf.ppo_learner.learner import GateConfig, Learner
     from rlhf.ppo_learner.models import load_policy, load_reference, load_tokenizer, set_threads
     from rlhf.ppo_learner.plot import plot_run
@@ -155,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
                                            if k in ("iteration", "reward_mean", "kl", "beta", "clipfrac", "approx_kl",
                                                     "entropy", "rollout_tokens_per_s", "elapsed_s", "publish")})
     learner.save_checkpoint(str(ckpt_root))
+    in_sync = replicas_in_sync(world, trainer.policy)
     if world.is_main:
         metrics_file.close()
         records = [json.loads(line) for line in open(out / "metrics.jsonl") if line.strip()]
@@ -166,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
             "wall_s": time.perf_counter() - t_start,
             "workers": world.world_size,
             "threads_per_worker": threads,
+            "replicas_in_sync": in_sync,
             "baseline": baseline.to_json(),
             "published": learner.state.published_eval,
             "published_version": learner.state.published_version,
@@ -173,7 +175,8 @@ def run(args: argparse.Namespace) -> int:
             "hyperparams": hp.model_dump(),
         }
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
-        print(json.dumps({k: summary[k] for k in ("iterations", "wall_s", "baseline", "published", "published_version")}))
+        print(json.dumps({k: summary[k] for k in ("iterations", "wall_s", "workers", "replicas_in_sync", "baseline",
+                                                  "published", "published_version")}))
     shutdown(world)
     return 0
 

@@ -142,8 +142,7 @@ class RewardModelScorer:
     @torch.inference_mode()
     def __call__(self, prompts: Sequence[Prompt], answers: Sequence[str]) -> torch.Tensor:
         sides = [Side(prompt=p.messages, answer=a, prompt_text=p.text) for p, a in zip(prompts, answers)]
-        rm = self.reward_model
-        return rm.forward(rm.encode([rm.render(s) for s in sides])).float()  # (B,)
+        return self.reward_model.score_sides(sides).float()  # (B,)
 
 
 def collect(

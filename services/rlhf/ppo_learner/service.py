@@ -146,8 +146,10 @@ class PPOLearnerService:
         version = self.settings.reference_version or min(self.policy_store.list_versions())
         fetched = self._fetch(self.policy_store, version, "reference-fetch")
         if self.world.is_main:
-            shutil.rmtree(cached, ignore_errors=True)
-            shutil.copytree(fetched, cached)
+            staging = self.root / ".reference-staging"
+            shutil.rmtree(staging, ignore_errors=True)
+            shutil.copytree(fetched, staging)
+            staging.rename(cached)  # appears complete or not at all
         log_event(log, "reference policy", version=version)
         return fetched
 
@@ -213,6 +215,10 @@ class PPOLearnerService:
                 learner.set_scorer(scorer, reward_version)
             log_event(log, "resumed from checkpoint", iteration=trainer.iterations, policy_version=base_version)
         self.health.set_ready("training")
+        if self.metrics:
+            self.metrics.reward_version.set(reward_version)
+            self.metrics.policy_version.set(learner.state.published_version)
+            self.metrics.prompt_pool.set(len(self.pool))
         log_event(log, "ppo learner ready", policy_version=base_version, reward_version=reward_version,
                   workers=world.world_size, pool=len(self.pool))
 

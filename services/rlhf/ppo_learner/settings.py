@@ -21,8 +21,7 @@ class PPOHyperparams(BaseSettings):
     model_config = _config("RLHF_PPO_")
 
     advantage: Literal["gae", "rloo", "grpo"] = "gae"
-    """`gae`: PPO with a value head and GAE (InstructGPT). `rloo`/`grpo`: critic-free, sequence-level
-    advantages from `completions_per_prompt` samples of the same prompt; same rollout and clipped update."""
+    """`gae`: PPO with a value head and GAE (InstructGPT). `rloo`/`grpo`: critic-free advantages from `completions_per_prompt` samples of one prompt."""
     rollout_prompts: int = Field(default=16, ge=1)
     """Prompts per iteration and worker. With torchrun, each worker draws its own."""
     completions_per_prompt: int = Field(default=1, ge=1)
@@ -70,8 +69,7 @@ class PPOHyperparams(BaseSettings):
     score_clip: float = Field(default=10.0, gt=0.0)
     """Reward-model scores are clipped to +-this before shaping (a guard against outliers)."""
     value_model: Literal["shared", "separate"] = "shared"
-    """`shared`: a scalar head on the policy's last hidden state (one forward pass gives log-probs and
-    values); `separate`: a critic with its own copy of the trunk (no interference, twice the compute)."""
+    """`shared`: scalar head on the policy's last hidden state (one forward pass for log-probs and values); `separate`: critic with its own trunk."""
     seed: int = 0
     """Base random seed (each worker adds its rank)."""
 
@@ -95,7 +93,7 @@ class PPOLearnerSettings(BaseSettings):
     consumer_group: str = "ppo-learner"
     """Kafka consumer group on the chats topic."""
     seed_prompts_file: str = ""
-    """Optional JSONL of prompts (`rlhf world generate`'s prompts.jsonl) so training starts before traffic."""
+    """Optional JSONL of prompts (e.g. `rlhf world generate`'s prompts.jsonl) so training starts before traffic."""
     prompt_pool_size: int = Field(default=4096, ge=8)
     """Most distinct prompts kept; the oldest are evicted first."""
     recency_half_life_s: float = Field(default=3600.0, gt=0.0)
@@ -113,8 +111,7 @@ class PPOLearnerSettings(BaseSettings):
     score_tolerance: float = Field(default=0.0, ge=0.0)
     """The gate refuses a policy whose held-out reward score is below the published one minus this."""
     reference_version: int = Field(default=0, ge=0)
-    """Policy version used as the frozen KL reference (0: the earliest version the store still has,
-    i.e. the SFT policy)."""
+    """Policy version used as the frozen KL reference (0: the earliest stored version, i.e. the SFT policy); cached on disk once fetched."""
     checkpoint_dir: str = ".rlhf/ppo-learner"
     """Where the learner checkpoints (resume after a crash)."""
     max_iterations: int = Field(default=0, ge=0)

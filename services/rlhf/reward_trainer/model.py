@@ -48,7 +48,9 @@ class RewardModel:
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, max_length: int = 256) -> None:
         self.model = model
         self.tokenizer = tokenizer
-        self.max_length = max_length
+        # Never more tokens than the backbone has positions for (GPT-2: n_positions).
+        positions = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+        self.max_length = min(max_length, positions) if positions else max_length
         self._has_template = bool(getattr(tokenizer, "chat_template", None))
 
     @classmethod
@@ -67,36 +69,55 @@ class RewardModel:
         lines = [f"{r}: {c}" for r, c in side.prompt] + [f"assistant: {side.answer}"]
         return "\n".join(lines)
 
-    def encode(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Right-padded batch, truncated from the left to `max_length`."""
-        return self.tokenizer(
-            list(texts),
-            padding=True,
+    def tokenize(self, sides: Sequence[Side]) -> list[torch.Tensor]:
+        """Token ids (T_i,) of each side, cut from the left to `max_length`. Done once per pair, then cached."""
+        enc = self.tokenizer(
+            [self.render(s) for s in sides],
             truncation=True,
             max_length=self.max_length,
-            return_tensors="pt",
             add_special_tokens=not self._has_template,  # a chat template already places its own
         )
+        return [torch.tensor(ids, dtype=torch.long) for ids in enc["input_ids"]]
+
+    def collate(self, ids: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Right-padded batch: input_ids and attention_mask (B, T_max)."""
+        input_ids = torch.nn.utils.rnn.pad_sequence(list(ids), batch_first=True, padding_value=self.tokenizer.pad_token_id)
+        mask = torch.zeros_like(input_ids)
+        for i, t in enumerate(ids):
+            mask[i, : len(t)] = 1
+        return {"input_ids": input_ids, "attention_mask": mask}
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Scores of an encoded batch: (B,)."""
         out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
         return out.logits[:, 0]  # (B, 1) -> (B,)
 
+    def forward_ids(self, ids: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Scores (B,) of tokenized sides, with gradients if the caller is in grad mode."""
+        return self.forward(self.collate(ids))
+
     def score_sides(self, sides: Sequence[Side]) -> torch.Tensor:
         """Scores (B,) of pair sides, with gradients if the caller is in grad mode."""
-        return self.forward(self.encode([self.render(s) for s in sides]))
+        return self.forward_ids(self.tokenize(sides))
 
-    @torch.no_grad()
     def score(self, sides: Sequence[Side], batch_size: int = 32) -> torch.Tensor:
         """Scores (N,) for inspection and evaluation: eval mode, no gradients, in chunks."""
+        return self.score_ids(self.tokenize(sides), batch_size)
+
+    @torch.no_grad()
+    def score_ids(self, ids: Sequence[torch.Tensor], batch_size: int = 32) -> torch.Tensor:
+        """Like `score`, for sides already tokenized. Sorted by length so chunks carry little padding."""
         was_training = self.model.training
         self.model.eval()
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        out = torch.zeros(len(ids))
         try:
-            parts = [self.score_sides(sides[i : i + batch_size]) for i in range(0, len(sides), batch_size)]
+            for start in range(0, len(order), batch_size):
+                chunk = order[start : start + batch_size]
+                out[chunk] = self.forward_ids([ids[i] for i in chunk])
         finally:
             self.model.train(was_training)
-        return torch.cat(parts) if parts else torch.zeros(0)
+        return out
 
     def save(self, out_dir: str | Path) -> Path:
         """A self-contained HF directory (safetensors) that `AutoModelForSequenceClassification` loads."""

@@ -44,6 +44,8 @@ class TrainSettings(BaseSettings):
     """Share of each mini-batch drawn from the replay buffer of older pairs, so the model does not forget them."""
     replay_capacity: int = Field(default=20000, ge=1)
     """Most pairs kept in the replay buffer (reservoir sampling beyond it, so old feedback keeps a voice)."""
+    heldout_capacity: int = Field(default=2000, ge=1)
+    """Most recent held-out pairs kept for evaluation (older ones retire, so the measure follows the current policy's answers)."""
     lr: float = Field(default=1e-4, gt=0)
     """AdamW learning rate."""
     weight_decay: float = Field(default=0.0, ge=0)

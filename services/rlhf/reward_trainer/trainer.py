@@ -79,12 +79,16 @@ class HeldoutEval:
         return d
 
 
-def evaluate(rm: RewardModel, pairs: Sequence[Pair], margin: float = 0.0, batch_size: int = 32) -> HeldoutEval:
+def evaluate(
+    rm: RewardModel, pairs: Sequence[Pair], margin: float = 0.0, batch_size: int = 32, tokens: TokenCache | None = None
+) -> HeldoutEval:
     """Pairwise accuracy, BT loss and calibration on `pairs` (no gradients)."""
     if not pairs:
         return HeldoutEval(0, 0.0, 0.0, 0.0, 0.0, 0.0)
-    r_c = rm.score([p.chosen for p in pairs], batch_size)  # (N,)
-    r_r = rm.score([p.rejected for p in pairs], batch_size)  # (N,)
+    tokens = tokens or TokenCache(rm)
+    ids = [t for p in pairs for t in tokens.get(p)]  # chosen, rejected, chosen, ...
+    scores = rm.score_ids(ids, batch_size)  # (2N,)
+    r_c, r_r = scores[0::2], scores[1::2]  # (N,), (N,)
     diff = r_c - r_r
     right = (diff > 0).float() + 0.5 * (diff == 0).float()  # (N,)
     both = torch.cat([r_c, r_r])
@@ -99,6 +103,29 @@ def evaluate(rm: RewardModel, pairs: Sequence[Pair], margin: float = 0.0, batch_
     )
 
 
+class TokenCache:
+    """Token ids of pairs' sides, computed once: replayed and held-out pairs are scored many times."""
+
+    def __init__(self, rm: RewardModel) -> None:
+        self.rm = rm
+        self._ids: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def fill(self, pairs: Sequence[Pair]) -> None:
+        todo = [p for p in pairs if p.pair_id not in self._ids]
+        if todo:
+            ids = self.rm.tokenize([s for p in todo for s in (p.chosen, p.rejected)])
+            for k, p in enumerate(todo):
+                self._ids[p.pair_id] = (ids[2 * k], ids[2 * k + 1])
+
+    def get(self, pair: Pair) -> tuple[torch.Tensor, torch.Tensor]:
+        if pair.pair_id not in self._ids:
+            self.fill([pair])
+        return self._ids[pair.pair_id]
+
+    def drop(self, pair: Pair) -> None:
+        self._ids.pop(pair.pair_id, None)
+
+
 @dataclass
 class ReplayBuffer:
     """Pairs already trained on. Reservoir sampling past `capacity`: every pair ever added has the same chance to stay."""
@@ -107,14 +134,17 @@ class ReplayBuffer:
     items: list[Pair] = field(default_factory=list)
     added: int = 0
 
-    def add(self, pair: Pair, rng: random.Random) -> None:
+    def add(self, pair: Pair, rng: random.Random) -> Pair | None:
+        """Keep `pair`; returns the pair it displaced (or `pair` itself when it was not kept), if any."""
         self.added += 1
         if len(self.items) < self.capacity:
             self.items.append(pair)
-        else:
-            j = rng.randrange(self.added)
-            if j < self.capacity:
-                self.items[j] = pair
+            return None
+        j = rng.randrange(self.added)
+        if j < self.capacity:
+            old, self.items[j] = self.items[j], pair
+            return old
+        return pair
 
     def sample(self, k: int, rng: random.Random) -> list[Pair]:
         return rng.sample(self.items, min(k, len(self.items)))
@@ -135,17 +165,22 @@ class BTTrainer:
         self.rng = random.Random(settings.seed)
         self.fresh: deque[Pair] = deque()
         self.buffer = ReplayBuffer(settings.replay_capacity)
-        self.heldout: list[Pair] = []
+        self.heldout: deque[Pair] = deque()
         self.steps = 0
         self.pairs_trained = 0
         """Distinct training pairs that went through at least one optimizer step."""
         self.trained_feedback_ids: set[str] = set()
         self.last_loss = float("nan")
+        self.tokens = TokenCache(rm)
         rm.model.train()
 
     def add(self, pairs: Iterable[Pair]) -> None:
+        pairs = list(pairs)
+        self.tokens.fill(pairs)
         for p in pairs:
             (self.heldout.append if p.heldout else self.fresh.append)(p)
+        while len(self.heldout) > self.settings.heldout_capacity:
+            self.tokens.drop(self.heldout.popleft())
 
     @property
     def fresh_per_batch(self) -> int:
@@ -162,7 +197,9 @@ class BTTrainer:
         batch += self.buffer.sample(s.batch_size - n_fresh, self.rng)
         loss = self.train_on(batch)
         for p in batch[:n_fresh]:
-            self.buffer.add(p, self.rng)
+            gone = self.buffer.add(p, self.rng)
+            if gone is not None:
+                self.tokens.drop(gone)
             self.trained_feedback_ids.update(p.feedback_ids)
         self.pairs_trained += n_fresh
         return loss
@@ -170,7 +207,8 @@ class BTTrainer:
     def train_on(self, batch: Sequence[Pair]) -> float:
         """Forward chosen and rejected in one padded batch (one pass over the weights), BT loss, step."""
         b = len(batch)
-        scores = self.rm.score_sides([p.chosen for p in batch] + [p.rejected for p in batch])  # (2B,)
+        ids = [self.tokens.get(p) for p in batch]
+        scores = self.rm.forward_ids([c for c, _ in ids] + [r for _, r in ids])  # (2B,): chosen then rejected
         loss = bt_loss(scores[:b], scores[b:], self.settings.margin)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -181,7 +219,7 @@ class BTTrainer:
         return self.last_loss
 
     def evaluate(self) -> HeldoutEval:
-        return evaluate(self.rm, self.heldout, self.settings.margin)
+        return evaluate(self.rm, list(self.heldout), self.settings.margin, tokens=self.tokens)
 
     # -- durable state (the model and optimizer tensors are saved by checkpoint.py) --
     def state_dict(self) -> dict[str, Any]:
@@ -201,7 +239,7 @@ class BTTrainer:
         self.fresh = deque(Pair.from_json(d) for d in state["fresh"])
         self.buffer.items = [Pair.from_json(d) for d in state["buffer"]]
         self.buffer.added = int(state["buffer_added"])
-        self.heldout = [Pair.from_json(d) for d in state["heldout"]]
+        self.heldout = deque(Pair.from_json(d) for d in state["heldout"])
         self.steps = int(state["steps"])
         self.pairs_trained = int(state["pairs_trained"])
         self.trained_feedback_ids = set(state["trained_feedback_ids"])

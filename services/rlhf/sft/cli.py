@@ -14,12 +14,21 @@ import shutil
 import sys
 from pathlib import Path
 
+import transformers
+
 from rlhf.models.policy import PolicyLoadError, PolicyShape, save_policy
 from rlhf.sft.config import SFTConfig
 from rlhf.sft.data import DataError, load_conversations
 from rlhf.sft.report import format_report, plot_loss, sample_report
 from rlhf.sft.trainer import (
-    CHECKPOINT_DIR, encode_all, has_checkpoint, initial_policy, load_checkpoint, read_config, train, write_config,
+    CHECKPOINT_DIR,
+    encode_all,
+    has_checkpoint,
+    initial_policy,
+    load_checkpoint,
+    read_config,
+    train,
+    write_config,
 )
 from rlhf.world.files import load_prompts, prompts_from_conversations
 from rlhf.world.generate import PROMPTS_FILE
@@ -55,6 +64,7 @@ def _report_prompts(args: argparse.Namespace, rows: list[dict]) -> list[dict]:
 
 
 def run(args: argparse.Namespace) -> int:
+    transformers.utils.logging.disable_progress_bar()  # one progress bar (ours), not one per save/load
     out = Path(args.out)
     try:
         rows = load_conversations(args.data)
@@ -80,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
     doc = {
         "steps": cfg.steps,
         "train_seconds": round(history.seconds, 1),
+        "train_cpu_seconds": round(history.cpu_seconds, 1),
         "tokens_per_second": round(history.tokens / max(history.seconds, 1e-9)),
         "final_loss": sum(history.losses[-20:]) / len(history.losses[-20:]),
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -91,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(doc))
     else:
-        print(f"trained {cfg.steps} steps in {doc['train_seconds']} s ({doc['tokens_per_second']} tokens/s), final loss {doc['final_loss']:.3f}")
+        print(f"trained {cfg.steps} steps in {doc['train_seconds']} s wall, {doc['train_cpu_seconds']} s CPU "
+              f"({doc['tokens_per_second']} tokens/s), final loss {doc['final_loss']:.3f}")
         if "samples" in doc:
             print(format_report(doc["samples"]))
         print(f"policy written to {out}")

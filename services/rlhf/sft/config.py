@@ -13,13 +13,13 @@ class SFTConfig(BaseModel):
 
     seed: int = 0
     """Seed of initialisation, data order and report sampling."""
-    steps: int = Field(default=700, ge=1)
+    steps: int = Field(default=200, ge=1)
     """Optimizer steps (batches)."""
     batch_size: int = Field(default=32, ge=1)
     """Conversations per step."""
-    lr: float = Field(default=2e-3, gt=0)
+    lr: float = Field(default=3e-3, gt=0)
     """Peak learning rate (AdamW), reached after warm-up, then cosine decay to 10%."""
-    warmup_steps: int = Field(default=30, ge=0)
+    warmup_steps: int = Field(default=20, ge=0)
     weight_decay: float = Field(default=0.01, ge=0)
     grad_clip: float = Field(default=1.0, gt=0)
     """Gradient-norm clip."""

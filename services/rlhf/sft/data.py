@@ -78,7 +78,10 @@ def encode(messages: list[dict], tokenizer, max_len: int) -> Example:
             continue
         prompt = _ids(tokenizer, messages[:i], generation_prompt=True)
         full = _ids(tokenizer, messages[: i + 1], generation_prompt=False)
-        answer = full[len(prompt) :]
+        # Normally `prompt` is a prefix of `full`; a tokenizer that merges across the
+        # boundary differs in the last token or two, which then count as prompt.
+        cut = next((k for k, (a, b) in enumerate(zip(prompt, full)) if a != b), min(len(prompt), len(full)))
+        prompt, answer = full[:cut], full[cut:]
         if eos is not None and eos not in answer:
             answer = answer + [eos]  # templates without an end token still need to teach stopping
         labels += [IGNORE] * (len(prompt) - len(ids)) + answer

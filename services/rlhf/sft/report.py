@@ -12,10 +12,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from rlhf.evaluate.core import Sampling, evaluate_policy  # noqa: E402
-from rlhf.simulate.preferences import default_preference  # noqa: E402
+from rlhf.evaluate.core import Sampling, evaluate_policy
+from rlhf.simulate.preferences import default_preference
 
 
 def plot_loss(losses: list[float], path: Path) -> Path:

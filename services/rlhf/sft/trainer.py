@@ -18,7 +18,7 @@ from tqdm import tqdm
 from rlhf.models.policy import build_policy, load_policy, save_policy
 from rlhf.models.tokenizer import corpus_texts, train_tokenizer
 from rlhf.sft.config import SFTConfig
-from rlhf.sft.data import Example, collate, encode, ensure_chat_template
+from rlhf.sft.data import IGNORE, Example, collate, encode, ensure_chat_template
 
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "trainer_state.pt"
@@ -31,23 +31,45 @@ class History:
 
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    """Wall-clock seconds in training steps."""
+    cpu_seconds: float = 0.0
+    """CPU seconds of this process in training steps (all threads): comparable on a shared machine."""
     tokens: int = 0
 
 
 class DataOrder:
-    """Batch `step` = the next slice of consecutive epochs of seeded permutations (one cached at a time)."""
+    """Which conversations form batch `step`: a pure function of (seed, step), so resume sees the same batches.
 
-    def __init__(self, n: int, seed: int) -> None:
-        self.n, self.seed, self.cache = n, seed, {}
+    Each epoch is a seeded permutation cut into windows of `BUCKET` batches; within
+    a window conversations are sorted by length before batching, and the batches
+    are then shuffled. Batches of similar lengths waste less compute on padding
+    (a quarter fewer tokens here) while the order of batches stays random.
+    """
 
-    def batch(self, step: int, batch_size: int) -> list[int]:
-        out = []
-        for pos in range(step * batch_size, (step + 1) * batch_size):
-            epoch, i = divmod(pos, self.n)
-            if epoch not in self.cache:
-                self.cache = {epoch: torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))}
-            out.append(int(self.cache[epoch][i]))
-        return out
+    BUCKET = 16
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int) -> None:
+        batch_size = min(batch_size, len(lengths))
+        self.lengths, self.batch_size, self.seed = lengths, batch_size, seed
+        self.per_epoch = len(lengths) // batch_size  # a partial last batch is dropped
+        self._epoch, self._batches = -1, []
+
+    def _make_epoch(self, epoch: int) -> list[list[int]]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        perm = torch.randperm(len(self.lengths), generator=g).tolist()[: self.per_epoch * self.batch_size]
+        window = self.BUCKET * self.batch_size
+        batches = []
+        for w in range(0, len(perm), window):
+            chunk = sorted(perm[w : w + window], key=lambda i: self.lengths[i])
+            batches += [chunk[k : k + self.batch_size] for k in range(0, len(chunk), self.batch_size)]
+        order = torch.randperm(len(batches), generator=g).tolist()
+        return [batches[k] for k in order]
+
+    def batch(self, step: int) -> list[int]:
+        epoch, k = divmod(step, self.per_epoch)
+        if epoch != self._epoch:
+            self._epoch, self._batches = epoch, self._make_epoch(epoch)
+        return self._batches[k]
 
 
 def lr_at(step: int, cfg: SFTConfig) -> float:
@@ -79,7 +101,7 @@ def save_checkpoint(out: Path, model, tokenizer, opt, step: int, history: Histor
     ck = out / CHECKPOINT_DIR
     save_policy(model, tokenizer, ck)
     state = {"step": step, "optimizer": opt.state_dict(), "losses": history.losses,
-             "seconds": history.seconds, "tokens": history.tokens}
+             "seconds": history.seconds, "cpu_seconds": history.cpu_seconds, "tokens": history.tokens}
     tmp = ck / (STATE_FILE + ".tmp")
     torch.save(state, tmp)
     tmp.replace(ck / STATE_FILE)  # the state file appears only once complete
@@ -92,12 +114,22 @@ def load_checkpoint(out: Path, cfg: SFTConfig):
     opt = make_optimizer(model, cfg)
     state = torch.load(ck / STATE_FILE, weights_only=True)
     opt.load_state_dict(state["optimizer"])
-    history = History(list(state["losses"]), float(state["seconds"]), int(state["tokens"]))
+    history = History(list(state["losses"]), float(state["seconds"]), float(state["cpu_seconds"]), int(state["tokens"]))
     return model, tokenizer, opt, int(state["step"]), history
 
 
 def has_checkpoint(out: Path) -> bool:
     return (out / CHECKPOINT_DIR / STATE_FILE).exists()
+
+
+def assistant_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean next-token cross-entropy over assistant tokens (labels are IGNORE everywhere else)."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # (B, T, V)
+    return torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]),  # (B*(T-1), V): prediction for token t+1
+        batch["labels"][:, 1:].reshape(-1),  # (B*(T-1),)
+        ignore_index=IGNORE,
+    )
 
 
 def encode_all(rows: list[dict], tokenizer, max_len: int) -> list[Example]:
@@ -121,21 +153,22 @@ def train(
     model.train()
     opt = opt or make_optimizer(model, cfg)
     history = history or History()
-    perms = DataOrder(len(examples), cfg.seed)
+    order = DataOrder([len(e.input_ids) for e in examples], cfg.batch_size, cfg.seed)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps, desc="sft", disable=not progress, unit="step")
     for step in bar:
         torch.manual_seed(cfg.seed * 7919 + step)
-        batch = collate([examples[i] for i in perms.batch(step, cfg.batch_size)], pad)
-        t0 = time.perf_counter()
+        batch = collate([examples[i] for i in order.batch(step)], pad)
+        t0, c0 = time.perf_counter(), time.process_time()
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
-        loss = model(**batch).loss  # mean cross-entropy over assistant tokens only (labels IGNORE elsewhere)
+        loss = assistant_loss(model, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         history.seconds += time.perf_counter() - t0
+        history.cpu_seconds += time.process_time() - c0
         history.tokens += int(batch["attention_mask"].sum())
         history.losses.append(float(loss.detach()))
         bar.set_postfix(loss=f"{history.losses[-1]:.3f}")

@@ -15,7 +15,7 @@ Any importable `module:function` with this signature can be passed to
 """
 from __future__ import annotations
 
-from rlhf.world.classify import classify, word_count
+from rlhf.world.classify import classify
 
 
 def _clip(x: float) -> float:

@@ -124,7 +124,7 @@ def build_report(args, system: LocalSystem, manifests: list, last: Figures | Non
             )
             policy_dir = Path(tmp) / f"v{manifest.version}"
             try:
-                store.fetch_to_hf_dir(manifest.version, policy_dir)
+                store.fetch_to_hf_dir(policy_dir, manifest.version)
                 result = offline_eval(policy_dir, args.preference, prompts, args.eval_samples, args.seed)
                 row.offline_score = result.get("mean_score")
                 row.offline_score_ci95 = result.get("ci95")

@@ -115,7 +115,7 @@ class LocalSystem:
         current = store.current_version()
         if current is not None:
             return current
-        manifest = store.publish_hf_dir(self.policy_dir, metrics={"source": "sft"}, parent_version=None)
+        manifest = store.publish_hf_dir(self.policy_dir, extra={"source": "sft"}, parent_version=None)
         return manifest.version
 
     def start(self, say=print) -> Endpoints:

@@ -99,8 +99,7 @@ def generate(cfg: WorldConfig) -> tuple[list[dict], list[dict]]:
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
     with open(path, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+        f.writelines(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n" for row in rows)
 
 
 def write_world(out_dir: str | Path, cfg: WorldConfig) -> dict:

@@ -1,8 +1,7 @@
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
 from rlhf.models.sample import sample_answers
 from rlhf.world.classify import classify
 from rlhf.world.files import load_prompts
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 
 def test_tiny_policy_loads_with_from_pretrained_and_answers_in_form(tiny_policy_dir):

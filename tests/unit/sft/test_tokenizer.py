@@ -1,7 +1,6 @@
-from transformers import AutoTokenizer
-
 from rlhf.models.tokenizer import END, train_tokenizer
 from rlhf.world.generate import WorldConfig, generate
+from transformers import AutoTokenizer
 
 TEXTS = ["Hi Anna, your refund for order 12345 is approved.", "Where is my parcel?"] * 50
 
