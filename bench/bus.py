@@ -26,14 +26,13 @@ from pathlib import Path
 from kafka import KafkaConsumer, KafkaProducer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from weights_bench import run_weights_bench  # noqa: E402  (bench/weights_bench.py)
-
-from rlhf.common import events as ev  # noqa: E402
-from rlhf.common.kafka import ConsumerLoop, EventProducer  # noqa: E402
-from rlhf.common.kafka_client import consumer_config, ensure_topics, producer_config  # noqa: E402
-from rlhf.common.logs import setup_logging  # noqa: E402
-from rlhf.common.settings import KafkaSettings  # noqa: E402
-from rlhf.common.stack import LocalStack  # noqa: E402
+from rlhf.common import events as ev
+from rlhf.common.kafka import ConsumerLoop, EventProducer
+from rlhf.common.kafka_client import consumer_config, ensure_topics, producer_config
+from rlhf.common.logs import setup_logging
+from rlhf.common.settings import KafkaSettings
+from rlhf.common.stack import LocalStack
+from weights_bench import run_weights_bench
 
 MESSAGE_BYTES = 1024
 
@@ -118,13 +117,13 @@ def run(events: int, repeat: int, weights_mb: int) -> dict:
             ensure_topics(settings, [raw_topic, our_topic])
             # Alternate which side goes first, so drift in machine load does not favour one side.
             producers = [
-                ("raw_producer", lambda: bench_raw_producer(settings, raw_topic, events, value)),
-                ("our_producer", lambda: bench_our_producer(settings, our_topic, events, payload)),
+                ("raw_producer", lambda t=raw_topic: bench_raw_producer(settings, t, events, value)),
+                ("our_producer", lambda t=our_topic: bench_our_producer(settings, t, events, payload)),
             ]
             # Both consumers read the same topic (filled by our producer, so it decodes).
             consumers = [
-                ("raw_consumer", lambda: bench_raw_consumer(settings, our_topic, events)),
-                ("our_consumer", lambda: bench_our_consumer(settings, our_topic, events)),
+                ("raw_consumer", lambda t=our_topic: bench_raw_consumer(settings, t, events)),
+                ("our_consumer", lambda t=our_topic: bench_our_consumer(settings, t, events)),
             ]
             order = 1 if r % 2 == 0 else -1
             for name, fn in producers[::order] + consumers[::order]:

@@ -43,6 +43,10 @@ DEFAULT_POLICY = REPO / ".rlhf" / "sft" / "policy"
 TINY_POLICY = REPO / ".rlhf" / "bench" / "tiny-policy"
 
 
+# The server starts listening after this channel is made; without these, gRPC backs off for seconds.
+FAST_RECONNECT = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 200)]
+
+
 def pick_policy(arg: str | None) -> Path:
     if arg:
         return Path(arg)
@@ -114,7 +118,7 @@ class Service:
         log = open(workdir / f"inference-{self.port}.log", "wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "rlhf.cli", "serve", "inference"], env=env,
                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}", options=FAST_RECONNECT)
         self.stub = chat_pb2_grpc.ChatServiceStub(self.channel)
         health = health_pb2_grpc.HealthStub(self.channel)
         deadline = time.monotonic() + 180

@@ -11,9 +11,11 @@ Only benches and tests import this: the reward trainer never sees a score.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rlhf.models.policy import load_policy
@@ -56,6 +58,21 @@ def rated_answers(policy_dir: str | Path, prompts: list[dict], per_prompt: int =
     return groups
 
 
+def cached_rated_answers(policy_dir: str | Path, prompts: list[dict], per_prompt: int = 4, seed: int = 0,
+                         cache_dir: str | Path = ".rlhf/bench/answers") -> list[list[Rated]]:
+    """`rated_answers`, kept in a JSON file keyed by the policy's weights and the arguments (sampling is the slow part)."""
+    weights = Path(policy_dir) / "model.safetensors"
+    h = hashlib.sha256(weights.read_bytes() if weights.exists() else str(policy_dir).encode())
+    h.update(json.dumps([prompts, per_prompt, seed], sort_keys=True).encode())
+    path = Path(cache_dir) / f"{h.hexdigest()[:16]}.json"
+    if path.exists():
+        return [[Rated(**a) for a in g] for g in json.loads(path.read_text())]
+    groups = rated_answers(policy_dir, prompts, per_prompt, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps([[asdict(a) for a in g] for g in groups]))
+    return groups
+
+
 def world_answers(prompts: list[dict], per_prompt: int = 4, seed: int = 0) -> list[list[Rated]]:
     """Answers composed by the world generator with the demonstrations' style mix (what SFT imitates).
 
@@ -75,7 +92,7 @@ def simulate_feedback(
     n_events: int,
     *,
     seed: int = 0,
-    users: int = 40,
+    users: int = 100,
     p_compare: float = 0.35,
     p_comment: float = 0.05,
 ) -> list[events_pb2.FeedbackGiven]:

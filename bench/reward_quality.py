@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reward_feedback import rated_answers, simulate_feedback, true_scores, world_answers, world_prompts  # noqa: E402
+from reward_feedback import cached_rated_answers, simulate_feedback, true_scores, world_answers, world_prompts  # noqa: E402
 
 from rlhf.common.events import wrap  # noqa: E402
 from rlhf.reward_trainer.checkpoint import JournalRecord  # noqa: E402
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     prompts = world_prompts(args.prompts + args.eval_prompts, seed=args.seed)
     if args.answers == "policy":
-        groups = rated_answers(policy, prompts, per_prompt=args.answers_per_prompt, seed=args.seed)
+        groups = cached_rated_answers(policy, prompts, per_prompt=args.answers_per_prompt, seed=args.seed)
     else:
         groups = world_answers(prompts, per_prompt=args.answers_per_prompt, seed=args.seed)
     train_groups, eval_groups = groups[: args.prompts], groups[args.prompts :]

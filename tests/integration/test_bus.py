@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY
-
 from rlhf.common import events as ev
 from rlhf.common.kafka import ConsumedEvent, ConsumerLoop, EventProducer, read_topic
 from rlhf.common.settings import KafkaSettings
@@ -61,7 +60,7 @@ class _Collector:
         self.loop = ConsumerLoop(settings, topics, group, self.events.extend, service="test")
         self.thread = threading.Thread(target=self.loop.run, args=(self.stop,), daemon=True)
 
-    def __enter__(self) -> "_Collector":
+    def __enter__(self) -> _Collector:
         self.thread.start()
         return self
 

@@ -195,8 +195,8 @@ class ConsumerLoop:
         in_batch: set[str] = set()
         duplicates: collections.Counter[str] = collections.Counter()
         for tp, msgs in records.items():
+            offsets[tp] = OffsetAndMetadata(msgs[-1].offset + 1, "", -1)  # a poll returns each partition in order
             for msg in msgs:
-                offsets[tp] = OffsetAndMetadata(msg.offset + 1, "", -1)
                 try:
                     env = decode(msg.value)
                 except UndecodableEvent as exc:

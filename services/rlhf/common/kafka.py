@@ -34,8 +34,21 @@ from pathlib import Path
 from kafka import KafkaProducer
 
 from rlhf.common import bus_metrics as m
+from rlhf.common.consumer import (  # re-exported
+    ConsumedEvent,
+    ConsumerLoop,
+    DedupStore,
+    LruDedup,
+)
 from rlhf.common.events import EventEnvelope, Payload, encode, wrap
-from rlhf.common.kafka_client import bootstrap_addresses, delivery_timeout_ms, ensure_topics, producer_config
+from rlhf.common.kafka_client import (
+    RawRecord,
+    bootstrap_addresses,
+    delivery_timeout_ms,
+    ensure_topics,
+    producer_config,
+    read_topic,
+)
 from rlhf.common.logs import log_event
 from rlhf.common.procs import port_is_open
 from rlhf.common.settings import KafkaSettings
@@ -154,7 +167,7 @@ class EventProducer:
         self._thread.join()
         self._closed = True
 
-    def __enter__(self) -> "EventProducer":
+    def __enter__(self) -> EventProducer:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -207,7 +220,7 @@ class EventProducer:
             self._outage_logged = False
             log_event(log, "connected to broker", bootstrap=self.settings.bootstrap_servers,
                       spool_backlog=self._spool.backlog)
-        except Exception as exc:  # NoBrokersAvailable, timeouts, DNS errors: all mean "not now"
+        except Exception as exc:  # noqa: BLE001 - no broker, timeouts, DNS errors: all mean "not now"
             self._client = None
             log_event(log, "broker unreachable; spooling events", logging.WARNING,
                       error=repr(exc), spool_backlog=self._spool.backlog)
@@ -380,18 +393,7 @@ class EventProducer:
             self._idle.notify_all()
 
 
-from rlhf.common.consumer import ConsumedEvent, ConsumerLoop, DedupStore, LruDedup  # noqa: E402  (re-export)
-from rlhf.common.kafka_client import RawRecord, ensure_topics, read_topic  # noqa: E402,F811
-
 __all__ = [
-    "ConsumedEvent",
-    "ConsumerLoop",
-    "DedupStore",
-    "EventProducer",
-    "LruDedup",
-    "ProducerClosed",
-    "RawRecord",
-    "SpoolFull",
-    "ensure_topics",
-    "read_topic",
+    "ConsumedEvent", "ConsumerLoop", "DedupStore", "EventProducer", "LruDedup", "ProducerClosed",
+    "RawRecord", "SpoolFull", "ensure_topics", "read_topic",
 ]

@@ -89,7 +89,7 @@ def consumer_config(settings: KafkaSettings, group_id: str | None, client_id: st
         max_poll_records=settings.max_poll_records,
         # kafka-python defaults max_poll_interval_ms to session_timeout_ms, which would evict a consumer
         # whose handler (a training step, a checkpoint) runs longer than a second or two.
-        max_poll_interval_ms=300_000,
+        max_poll_interval_ms=settings.max_poll_interval_ms,
         # The consumer requires request_timeout_ms > fetch_max_wait_ms and session_timeout_ms.
         request_timeout_ms=max(settings.request_timeout_ms, settings.session_timeout_ms + 1000),
     )

@@ -61,6 +61,8 @@ class KafkaSettings(BaseSettings):
     """Longest a fetch waits for data. 500 (kafka default) adds ~250 ms latency; 0 receives nothing on tansu."""
     max_poll_records: int = Field(default=500, ge=1)
     """Largest batch handed to a consumer's handler."""
+    max_poll_interval_ms: int = Field(default=300_000, ge=1000)
+    """Longest a handler may take on one batch before the group evicts the consumer (training steps can be slow)."""
     spool_dir: str = ".rlhf/spool"
     """Directory of the on-disk spool used while the broker is unreachable."""
     spool_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)

@@ -57,7 +57,7 @@ class SpoolRecord:
         return _HEADER.pack(len(body), zlib.crc32(body)) + body
 
     @staticmethod
-    def decode_body(body: bytes) -> "SpoolRecord":
+    def decode_body(body: bytes) -> SpoolRecord:
         (tlen,) = _TOPIC_LEN.unpack_from(body, 0)
         pos = _TOPIC_LEN.size
         topic = body[pos : pos + tlen].decode()

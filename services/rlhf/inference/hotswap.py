@@ -107,7 +107,8 @@ def load_from_store(store: WeightStore, version: int, device: str = "cpu", fallb
 def _check_forward(model, version: int) -> None:
     """Refuse weights that load but produce non-finite logits (e.g. a diverged training step)."""
     device = next(model.parameters()).device
-    logits = model(input_ids=torch.zeros(1, 4, dtype=torch.long, device=device)).logits
+    ids = torch.zeros(1, 4, dtype=torch.long, device=device)
+    logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
     if not torch.isfinite(logits).all():
         raise PolicyLoadError(f"policy version {version} produces non-finite logits")
 

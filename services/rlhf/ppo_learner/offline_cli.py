@@ -133,9 +133,13 @@ def run(args: argparse.Namespace) -> int:
 
     t_start = time.perf_counter()
     baseline = learner.ensure_baseline()
-    log_event(log, "baseline", score=baseline.score, kl=baseline.kl, n=baseline.n, threads=threads,
-              workers=world.world_size, train_prompts=len(train_prompts), eval_prompts=len(eval_prompts))
+    if world.is_main:
+        log_event(log, "baseline", score=baseline.score, kl=baseline.kl, n=baseline.n, threads=threads,
+                  workers=world.world_size, train_prompts=len(train_prompts), eval_prompts=len(eval_prompts))
     metrics_file = open(out / "metrics.jsonl", "a") if world.is_main else None
+    if metrics_file and ckpt is None:
+        metrics_file.write(json.dumps({"iteration": 0, "eval": baseline.to_json(), "publish": True, "version": 1,
+                                       "reason": "starting policy"}) + "\n")
     stop_reason = "iterations"
     while trainer.iterations < args.iterations:
         if args.time_budget and time.perf_counter() - t_start > args.time_budget:

@@ -67,6 +67,7 @@ class RewardLearner:
         """Distinct feedback events by kind."""
         self.published: Published | None = None
         self.pairs_at_last_attempt = 0
+        self.examples_at_last_attempt = 0
 
     # -- events -----------------------------------------------------------
     def ingest(self, records: Sequence[JournalRecord]) -> Ingested:
@@ -99,22 +100,30 @@ class RewardLearner:
         return out
 
     # -- training and gate ------------------------------------------------
-    def train(self, max_steps: int) -> list[float]:
-        """Up to `max_steps` optimizer steps while fresh pairs wait; their losses."""
+    def train(self, max_steps: int, replay: bool = True) -> list[float]:
+        """Up to `max_steps` optimizer steps: fresh pairs first, then (if `replay`) replay-only steps within budget."""
         losses = []
         for _ in range(max_steps):
             loss = self.trainer.step()
+            if loss is None and replay:
+                loss = self.trainer.replay_step()
             if loss is None:
                 break
             losses.append(loss)
         return losses
 
     def due_for_publish(self) -> bool:
-        return self.trainer.pairs_trained - self.pairs_at_last_attempt >= self.settings.publish_every_pairs
+        """After `publish_every_pairs` new pairs, or once training comes to rest (nothing fresh, replay budget spent)."""
+        t = self.trainer
+        if t.pairs_trained - self.pairs_at_last_attempt >= self.settings.publish_every_pairs:
+            return True
+        at_rest = not t.fresh and t.examples_seen >= self.settings.replay_passes * t.pairs_trained
+        return at_rest and t.examples_seen > self.examples_at_last_attempt
 
     def gate(self) -> tuple[GateDecision, HeldoutEval]:
         """Evaluate on the held-out set and decide whether this model may be published."""
         self.pairs_at_last_attempt = self.trainer.pairs_trained
+        self.examples_at_last_attempt = self.trainer.examples_seen
         ev = self.trainer.evaluate()
         decision = decide(
             ev.outcomes,
@@ -162,6 +171,7 @@ class RewardLearner:
             "consumed": dict(self.consumed),
             "published": None if p is None else vars(p),
             "pairs_at_last_attempt": self.pairs_at_last_attempt,
+            "examples_at_last_attempt": self.examples_at_last_attempt,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -172,6 +182,7 @@ class RewardLearner:
         self.consumed = Counter(state["consumed"])
         self.published = Published(**state["published"]) if state["published"] else None
         self.pairs_at_last_attempt = int(state["pairs_at_last_attempt"])
+        self.examples_at_last_attempt = int(state["examples_at_last_attempt"])
 
     def save(self, store: CheckpointStore) -> int:
         return store.save(self.rm.save, self.trainer.optimizer.state_dict(), self.state_dict())

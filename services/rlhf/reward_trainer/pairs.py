@@ -1,11 +1,13 @@
 """From feedback events to (chosen, rejected) pairs for the Bradley-Terry loss.
 
 - A comparison is a pair as it stands.
-- A thumb waits in a pool until a thumb of the opposite sign on the same or a
-  similar prompt arrives (word-set Jaccard similarity of the last user
-  message >= `thumb_similarity`); the up answer is then "chosen" over the down
-  one. Pairing within similar prompts keeps prompt difficulty out of the
-  comparison, which is what makes a pair of thumbs informative.
+- A thumb is paired on arrival with the most similar waiting thumb of the
+  opposite sign (word-set Jaccard similarity of the last user message >=
+  `thumb_similarity`); the up answer is "chosen" over the down one. Pairing
+  within similar prompts keeps prompt difficulty out of the comparison, which
+  is what makes a pair of thumbs informative. A thumb then waits in the pool
+  for later partners until it took part in `thumb_reuse` pairs, so the rarer
+  sign does not leave most of the other unpaired.
 - A comment is counted and logged; it is not trained on (yet).
 - The same feedback id is counted once, whatever the transport redelivers.
 - Each user has `user_cap` feedback events per window of `user_window_s`
@@ -116,14 +118,18 @@ class _Waiting:
     side: Side
     words: frozenset[str]
     given_at_ms: int
+    uses: int = 0
+    """Pairs this thumb is already in."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"feedback_id": self.feedback_id, "side": self.side.to_json(), "given_at_ms": self.given_at_ms}
+        return {"feedback_id": self.feedback_id, "side": self.side.to_json(), "given_at_ms": self.given_at_ms,
+                "uses": self.uses}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> _Waiting:
         side = Side.from_json(d["side"])
-        return cls(d["feedback_id"], side, prompt_words(side.prompt, side.prompt_text), int(d["given_at_ms"]))
+        return cls(d["feedback_id"], side, prompt_words(side.prompt, side.prompt_text), int(d["given_at_ms"]),
+                   int(d.get("uses", 0)))
 
 
 @dataclass
@@ -207,14 +213,20 @@ class PairBuilder:
         me = _Waiting(fb.feedback_id, side, prompt_words(side.prompt, side.prompt_text), fb.given_at_unix_ms)
         other = chat_pb2.THUMB_DOWN if fb.thumb == chat_pb2.THUMB_UP else chat_pb2.THUMB_UP
         partner = self._best_partner(me, self._pools[(heldout, other)])
-        if partner is None:
+        if partner is not None:
+            partner.uses += 1
+            me.uses += 1
+            if partner.uses >= self.settings.thumb_reuse:
+                del self._pools[(heldout, other)][partner.feedback_id]
+        if me.uses < self.settings.thumb_reuse:
             pool = self._pools[(heldout, fb.thumb)]
             pool[me.feedback_id] = me
             while len(pool) > self.settings.thumb_pool:
-                pool.popitem(last=False)
-                self.counts["thumb_expired"] += 1
+                gone = pool.popitem(last=False)[1]
+                if not gone.uses:
+                    self.counts["thumb_expired"] += 1
+        if partner is None:
             return []
-        del self._pools[(heldout, other)][partner.feedback_id]
         up, down = (me, partner) if fb.thumb == chat_pb2.THUMB_UP else (partner, me)
         self.counts["pairs_thumbs"] += 1
         return [
@@ -243,8 +255,8 @@ class PairBuilder:
         return best if best is not None and best_sim >= self.settings.thumb_similarity else None
 
     def waiting(self) -> int:
-        """Thumbs still waiting for a partner."""
-        return sum(len(p) for p in self._pools.values())
+        """Thumbs in no pair yet."""
+        return sum(1 for p in self._pools.values() for w in p.values() if not w.uses)
 
     # -- durable state ----------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

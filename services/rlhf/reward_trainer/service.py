@@ -119,7 +119,9 @@ class RewardTrainerService:
                 waiting_since = (waiting_since or now) if fresh else None
                 full = fresh >= self.learner.trainer.fresh_per_batch
                 late = waiting_since is not None and now - waiting_since >= self.settings.batch_wait_s
-                losses = self.learner.train(1) if full or late else []
+                # A full share of fresh pairs (or pairs waiting too long) makes a step;
+                # otherwise the idle time goes to replay, within the replay budget.
+                losses = self.learner.train(1) if full or late else self._replay_step()
                 if losses and not self.learner.trainer.fresh:
                     waiting_since = None
                 if losses:
@@ -135,6 +137,10 @@ class RewardTrainerService:
             self._update_gauges()
             if not losses:
                 stop.wait(IDLE_S)
+
+    def _replay_step(self) -> list[float]:
+        loss = self.learner.trainer.replay_step()
+        return [] if loss is None else [loss]
 
     def try_publish(self) -> int | None:
         """Evaluate on held-out feedback; publish if the gate agrees. Returns the new version or None."""

@@ -29,6 +29,8 @@ class PairSettings(BaseSettings):
     """Length of the window of the per-user cap, in seconds of feedback time."""
     thumb_similarity: float = Field(default=0.3, ge=0.0, le=1.0)
     """Least word-set (Jaccard) similarity of two prompts for an up and a down thumb to be paired; 1.0 means the same prompt only."""
+    thumb_reuse: int = Field(default=3, ge=1)
+    """Pairs one thumb may take part in: up-thumbs are rarer than down-thumbs, so reusing them pairs most downs."""
     thumb_pool: int = Field(default=512, ge=2)
     """Unpaired thumbs kept waiting for a partner (per held-out/train side); the oldest are dropped beyond it."""
 
@@ -44,6 +46,8 @@ class TrainSettings(BaseSettings):
     """Share of each mini-batch drawn from the replay buffer of older pairs, so the model does not forget them."""
     replay_capacity: int = Field(default=20000, ge=1)
     """Most pairs kept in the replay buffer (reservoir sampling beyond it, so old feedback keeps a voice)."""
+    replay_passes: float = Field(default=4.0, ge=1.0)
+    """While no fresh pair waits, replay-only steps go on until the pairs trained on were seen this many times on average (idle CPU becomes sample efficiency; the cap keeps it from overfitting)."""
     heldout_capacity: int = Field(default=2000, ge=1)
     """Most recent held-out pairs kept for evaluation (older ones retire, so the measure follows the current policy's answers)."""
     lr: float = Field(default=1e-4, gt=0)

@@ -169,6 +169,8 @@ class BTTrainer:
         self.steps = 0
         self.pairs_trained = 0
         """Distinct training pairs that went through at least one optimizer step."""
+        self.examples_seen = 0
+        """Pairs through the optimizer, repeats included."""
         self.trained_feedback_ids: set[str] = set()
         self.last_loss = float("nan")
         self.tokens = TokenCache(rm)
@@ -204,6 +206,13 @@ class BTTrainer:
         self.pairs_trained += n_fresh
         return loss
 
+    def replay_step(self) -> float | None:
+        """One step on replayed pairs only, while the replay budget (`replay_passes`) allows; else None."""
+        s = self.settings
+        if not self.buffer or self.examples_seen >= s.replay_passes * self.pairs_trained:
+            return None
+        return self.train_on(self.buffer.sample(s.batch_size, self.rng))
+
     def train_on(self, batch: Sequence[Pair]) -> float:
         """Forward chosen and rejected in one padded batch (one pass over the weights), BT loss, step."""
         b = len(batch)
@@ -215,6 +224,7 @@ class BTTrainer:
         torch.nn.utils.clip_grad_norm_(self.rm.model.parameters(), self.settings.grad_clip)
         self.optimizer.step()
         self.steps += 1
+        self.examples_seen += len(batch)
         self.last_loss = loss.item()
         return self.last_loss
 
@@ -230,6 +240,7 @@ class BTTrainer:
             "heldout": [p.to_json() for p in self.heldout],
             "steps": self.steps,
             "pairs_trained": self.pairs_trained,
+            "examples_seen": self.examples_seen,
             "trained_feedback_ids": sorted(self.trained_feedback_ids),
             "last_loss": self.last_loss,
             "rng": _rng_to_json(self.rng),
@@ -242,6 +253,7 @@ class BTTrainer:
         self.heldout = deque(Pair.from_json(d) for d in state["heldout"])
         self.steps = int(state["steps"])
         self.pairs_trained = int(state["pairs_trained"])
+        self.examples_seen = int(state["examples_seen"])
         self.trained_feedback_ids = set(state["trained_feedback_ids"])
         self.last_loss = float(state["last_loss"])
         self.rng.setstate(_rng_from_json(state["rng"]))

@@ -46,9 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the final report as one JSON object")
     for name in _TRAIN_FLAGS:
         f = SFTConfig.model_fields[name]
-        p.add_argument("--" + name.replace("_", "-"), type=type(f.default), default=f.default, help=f.description)
+        p.add_argument("--" + name.replace("_", "-"), type=type(f.default), default=f.default, help=(f.description or "").replace("%", "%%"))
     for name, f in PolicyShape.model_fields.items():
-        p.add_argument("--" + name.replace("_", "-"), type=int, default=f.default, help=f"(fresh model) {f.description}")
+        p.add_argument("--" + name.replace("_", "-"), type=int, default=f.default, help=f"(fresh model) {f.description}".replace("%", "%%"))
 
 
 def _config(args: argparse.Namespace) -> SFTConfig:

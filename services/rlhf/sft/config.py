@@ -20,7 +20,9 @@ class SFTConfig(BaseModel):
     lr: float = Field(default=3e-3, gt=0)
     """Peak learning rate (AdamW), reached after warm-up, then cosine decay to 10%."""
     warmup_steps: int = Field(default=20, ge=0)
+    """Steps of linear learning-rate warm-up."""
     weight_decay: float = Field(default=0.01, ge=0)
+    """AdamW weight decay (matrices only, not biases or norms)."""
     grad_clip: float = Field(default=1.0, gt=0)
     """Gradient-norm clip."""
     max_len: int = Field(default=160, ge=8)

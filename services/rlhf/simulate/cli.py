@@ -27,7 +27,7 @@ _FLAGS = {"target": "--target", "users": "--users", "duration_s": "--duration", 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     for name, flag in _FLAGS.items():
         f = SimulateSettings.model_fields[name]
-        p.add_argument(flag, dest=name, type=type(f.default), default=None, help=f"{f.description} (default {f.default!r})")
+        p.add_argument(flag, dest=name, type=type(f.default), default=None, help=f"{f.description} (default {f.default!r})".replace("%", "%%"))
 
 
 async def _main(s: SimulateSettings, preference, prompts: PromptSource) -> dict:

@@ -13,7 +13,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--out", required=True, help="output directory (created if missing)")
     for name, field in WorldConfig.model_fields.items():
         flag = "--" + name.replace("_", "-")
-        g.add_argument(flag, type=type(field.default), default=field.default, help=field.description)
+        g.add_argument(flag, type=type(field.default), default=field.default, help=(field.description or "").replace("%", "%%"))
 
 
 def run(args: argparse.Namespace) -> int:

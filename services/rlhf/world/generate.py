@@ -38,9 +38,13 @@ class WorldConfig(BaseModel):
     p_correct: float = Field(default=0.8, ge=0, le=1)
     """Probability that an answer addresses the right intent."""
     p_polite: float = Field(default=0.75, ge=0, le=1)
+    """Probability that an answer is polite (otherwise curt, with a rude remark)."""
     p_concise: float = Field(default=0.75, ge=0, le=1)
+    """Probability that an answer is concise (otherwise one filler sentence)."""
     p_personal: float = Field(default=0.8, ge=0, le=1)
+    """Probability that an answer uses the customer's name and order/product."""
     p_closing: float = Field(default=0.75, ge=0, le=1)
+    """Probability that an answer ends with an offer of further help."""
 
     def best_share(self) -> float:
         """Expected share of the best variant among demonstrations."""

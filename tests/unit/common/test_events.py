@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-
 from rlhf.common import events as ev
 from rlhf.v1 import chat_pb2, events_pb2
 

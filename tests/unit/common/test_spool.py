@@ -4,7 +4,6 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from rlhf.common.spool import DiskSpool, SpoolFull, SpoolRecord
 
 
@@ -107,7 +106,6 @@ def test_corrupt_record_ends_the_valid_prefix(tmp_path):
 def test_producer_refuses_loudly_when_broker_is_away_and_spool_full(tmp_path):
     """No broker listens on the port: events are spooled until the bound, then publish raises."""
     from prometheus_client import REGISTRY
-
     from rlhf.common.events import ChatLogged
     from rlhf.common.kafka import EventProducer, ProducerClosed
     from rlhf.common.procs import free_port

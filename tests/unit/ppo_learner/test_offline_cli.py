@@ -19,9 +19,9 @@ def test_offline_run_writes_outputs_and_resumes(tiny_policy_dir, tiny_reward_dir
     ]
     assert main(args + ["--iterations", "2"]) == 0
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["iteration"] for r in records] == [1, 2]
+    assert [r["iteration"] for r in records] == [0, 1, 2]  # 0: the starting policy's evaluation
     assert all(r["publish"] for r in records)  # the gate was set wide open: both candidates pass
-    assert {"reward_mean", "kl", "beta", "clipfrac", "approx_kl", "entropy", "eval"} <= set(records[0])
+    assert {"reward_mean", "kl", "beta", "clipfrac", "approx_kl", "entropy", "eval"} <= set(records[1])
     assert (out / "ppo.png").stat().st_size > 10_000
     manifest = json.loads((out / "policy" / "ppo_manifest.json").read_text())
     assert manifest["version"] == 3 and manifest["metrics"]["parent_policy_version"] == 2
@@ -31,6 +31,6 @@ def test_offline_run_writes_outputs_and_resumes(tiny_policy_dir, tiny_reward_dir
     # Running again with more iterations continues from the checkpoint, not from scratch.
     assert main(args + ["--iterations", "3"]) == 0
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["iteration"] for r in records] == [1, 2, 3]
+    assert [r["iteration"] for r in records] == [0, 1, 2, 3]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["iterations"] == 3 and summary["published_version"] == 4

@@ -137,3 +137,14 @@ def test_prompt_words_use_last_user_message():
     assert prompt_words(prompt) == {"refund", "order", "12"}
     assert jaccard(frozenset("ab"), frozenset("bc")) == pytest.approx(1 / 3)
     assert Side.from_json(Side(prompt, "x").to_json()) == Side(prompt, "x")
+
+
+def test_a_thumb_is_reused_up_to_thumb_reuse_pairs():
+    b = PairBuilder(settings(thumb_reuse=2, thumb_similarity=0.0))
+    b.add(fb("up", THUMB, answer="great", thumb=UP))
+    got = [b.add(fb(f"d{i}", THUMB, answer=f"bad{i}", thumb=DOWN)) for i in range(3)]
+    assert [len(g) for g in got] == [1, 1, 0]
+    assert [g[0].feedback_ids for g in got[:2]] == [("up", "d0"), ("up", "d1")]
+    assert b.waiting() == 1  # d2 waits; the up thumb has done its two pairs
+    [p] = b.add(fb("up2", THUMB, answer="fine", thumb=UP))
+    assert p.feedback_ids == ("up2", "d0")  # the oldest down with a use left, on a tie in similarity
