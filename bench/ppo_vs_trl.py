@@ -2,7 +2,7 @@
 
 Systems, run one after the other (each in its own process, same thread count):
   ours       rlhf.ppo_learner PPO (value head + GAE, adaptive KL)  [the default]
-  ours-rloo  the same machinery with critic-free RLOO advantages
+  ours-rloo  the same machinery with critic-free RLOO advantages, one gradient step per batch
   trl-rloo   TRL 1.16 RLOOTrainer (TRL 1.x has no PPO trainer)
   trl-ppo    TRL 0.29.1 PPOTrainer (the last release with PPO), from a virtual
              environment of its own under .rlhf/venvs/ (created on first use,
@@ -62,8 +62,11 @@ def worker_ours(a: argparse.Namespace, advantage: str) -> dict:
     from rlhf.ppo_learner.settings import PPOHyperparams
     from rlhf.ppo_learner.trainer import PPOTrainer
 
+    # ours: PPO defaults (4 epochs x minibatches of 8, as TRL's PPOTrainer below).
+    # ours-rloo: one gradient step per batch, as TRL's RLOOTrainer with num_iterations=1.
+    shape = {} if advantage == "gae" else {"ppo_epochs": 1, "minibatch_size": a.prompts_per_iter * a.k}
     hp = PPOHyperparams(advantage=advantage, rollout_prompts=a.prompts_per_iter, completions_per_prompt=a.k,
-                        max_new_tokens=a.max_new_tokens, learning_rate=a.lr, init_beta=a.beta, seed=a.seed)
+                        max_new_tokens=a.max_new_tokens, learning_rate=a.lr, init_beta=a.beta, seed=a.seed, **shape)
     tok = load_tokenizer(a.policy)
     trainer = PPOTrainer(load_policy(a.policy, hp.value_model), load_reference(a.policy), tok, hp)
     scorer = RewardModelScorer.from_pretrained(a.reward_model)

@@ -141,7 +141,7 @@ def main() -> int:
     p.add_argument("--policy", default=None, help="SFT policy directory (default: train a tiny one)")
     p.add_argument("--workdir", default=".rlhf/bench")
     p.add_argument("--answers", choices=["policy", "world"], default="policy")
-    p.add_argument("--prompts", type=int, default=250)
+    p.add_argument("--prompts", type=int, default=400, help="world prompts (400 shares the sampled answers with reward_quality.py)")
     p.add_argument("--answers-per-prompt", type=int, default=4)
     p.add_argument("--events", type=int, default=2000)
     p.add_argument("--heldout-fraction", type=float, default=0.15)

@@ -236,15 +236,19 @@ def _ended(reason: str) -> float:
 def test_cancelled_and_expired_calls_stop_their_generation(start_server):
     server = start_server(max_batch_size=1)
     stub = stub_for(server)
-    before = _ended("cancelled") + _ended("deadline")
+    engine = server.server.engine
+    before = _ended("cancelled")
     busy = [stub.Chat.future(request(max_new_tokens=64, temperature=0.0)) for _ in range(4)]  # one slot, 3 queued
     stream = stub.ChatStream(request(max_new_tokens=64))
+    deadline = time.monotonic() + 20
+    while engine.queue_depth + engine.running < 5:  # the stream's request reached the engine
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
     stream.cancel()  # the client gives up while its request waits behind the others
+    while _ended("cancelled") < before + 1:
+        assert time.monotonic() < deadline, "the abandoned generation was not stopped"
+        time.sleep(0.01)
     with pytest.raises(grpc.RpcError) as info:
         stub.Chat(request(max_new_tokens=64), timeout=0.05)
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    deadline = time.monotonic() + 20
-    while _ended("cancelled") + _ended("deadline") < before + 2:
-        assert time.monotonic() < deadline, "the abandoned generations were not stopped"
-        time.sleep(0.02)
     assert all(f.result(timeout=60).text for f in busy)

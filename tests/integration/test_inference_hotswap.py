@@ -28,6 +28,15 @@ pytestmark = pytest.mark.integration
 MAX_NEW = 20
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Reference `generate` runs crawl with several intra-op threads on a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def store(stack, redis_prefix) -> WeightStore:
     return WeightStore(RedisSettings(url=stack.redis_url, key_prefix=redis_prefix), "policy")

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 
-from rlhf.common.events import decode, encode, wrap
+from rlhf.cli import main as rlhf_main
+from rlhf.common.events import encode, wrap
 from rlhf.common.kafka_client import ensure_topics, read_topic
 from rlhf.common.procs import free_port, spawn, terminate
 from rlhf.common.registry import WeightStore
@@ -76,7 +77,8 @@ def latest_state(ckpt_dir: Path) -> dict | None:
         return None
 
 
-def test_feedback_in_version_out_survives_kill_9(stack, unique_topic, redis_prefix, tiny_policy_dir, tmp_path):
+def test_feedback_in_version_out_survives_kill_9(stack, unique_topic, redis_prefix, tiny_policy_dir, tmp_path,
+                                                monkeypatch, capsys):
     feedback_topic, dlq_topic = f"{unique_topic}.feedback", f"{unique_topic}.deadletter"
     kafka = KafkaSettings(bootstrap_servers=stack.bootstrap, feedback_topic=feedback_topic,
                           deadletter_topic=dlq_topic, topic_partitions=2)
@@ -143,11 +145,11 @@ def test_feedback_in_version_out_survives_kill_9(stack, unique_topic, redis_pref
     assert state["consumed"] == {"comparison": N_COMPARISONS, "thumb": N_THUMBS, "comment": N_COMMENTS}
     assert state["builder"]["counts"].get("duplicate", 0) == 0
     trained = set(state["trainer"]["trained_feedback_ids"])
-    heldout = [f for p in state["trainer"]["heldout"] for f in p["feedback_ids"]]
-    assert not trained & set(heldout) and len(heldout) == len(set(heldout))
+    heldout = {f for p in state["trainer"]["heldout"] for f in p["feedback_ids"]}
+    assert not trained & heldout
     waiting = {w["feedback_id"] for pool in state["builder"]["pools"] for w in pool["waiting"]}
     trainable = {fb.feedback_id for fb in events if fb.kind != events_pb2.FEEDBACK_KIND_COMMENT}
-    assert trained | set(heldout) | waiting == trainable  # every comparison and thumb is accounted for once
+    assert trained | heldout | waiting == trainable  # every comparison and thumb is accounted for once
     assert len(events) <= sum(state["offsets"].values()) <= len(events) + N_GARBAGE
 
     # Undecodable messages went to the dead-letter topic, with the reason.
@@ -163,3 +165,15 @@ def test_feedback_in_version_out_survives_kill_9(stack, unique_topic, redis_pref
     assert manifest.metrics["accuracy"] >= 0.8, manifest.metrics
     assert set(manifest.extra["feedback_offsets"]) <= {f"{feedback_topic}:0", f"{feedback_topic}:1"}
     assert manifest.model_config["architectures"] == ["GPT2ForSequenceClassification"]
+
+    # Operators can score answers with the published version.
+    monkeypatch.setenv("REDIS_URL", stack.redis_url)
+    monkeypatch.setenv("REDIS_KEY_PREFIX", redis_prefix)
+    capsys.readouterr()
+    assert rlhf_main(["rm-score", "--json", "--prompt", "I am Ben, where is order 10001?",
+                      "--answer", "Hi Ben, thank you for asking. I am happy to help with order 10001.",
+                      "--answer", "No. Go away, Ben."]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["version"] == manifest.version
+    good, bad = (r["score"] for r in scored["scores"])
+    assert good > bad

@@ -178,10 +178,15 @@ class ChatCore:
         watcher = AsyncWatcher(asyncio.get_running_loop(), tokens=True)
         gen = self._submit(ids, sampling, req.deadline, watcher)
         response_id, conversation_id = uuid.uuid4().hex, req.conversation_id or uuid.uuid4().hex
-        text_stream, sent_any, delta = None, False, ""
+        text_stream, sent_any, delta, last_sent = None, False, "", 0.0
+        loop = asyncio.get_running_loop()
+        interval = self.s.stream_interval_ms / 1000
         try:
             while True:
                 await watcher.changed()
+                wait = last_sent + interval - loop.time()
+                if sent_any and wait > 0:
+                    await watcher.finished_within(wait)  # coalesce tokens into fewer, larger chunks
                 done = gen.done
                 if done:
                     self._check(gen)
@@ -196,7 +201,7 @@ class ChatCore:
                 if done:
                     break
                 if delta or not sent_any:  # the first chunk goes out at once, even without text yet
-                    sent_any = True
+                    sent_any, last_sent = True, loop.time()
                     yield Chunk(response_id, conversation_id, delta, gen.policy.version)
         except asyncio.CancelledError:
             gen.cancel()
@@ -268,14 +273,18 @@ class ChatCore:
         except Exception as exc:  # noqa: BLE001 - Redis down: the answer is still served, feedback on it will 404
             log_event(log, "response cache write failed", logging.WARNING, error=repr(exc))
         if self.producer is not None:
+            t0 = time.perf_counter()
             for a in answers:
                 self._log_chat(a, req.user_id, messages, prompt_text, sampling, requested_ms, done_ms, comparison_id)
+            m.EVENT_LOG_SECONDS.observe(time.perf_counter() - t0)
 
     def _log_chat(self, a: Answer, user_id: str, messages, prompt_text: str, sampling: SamplingSettings,
                   requested_ms: int, done_ms: int, comparison_id: str) -> None:
         event = ChatLogged(
             response_id=a.response_id, conversation_id=a.conversation_id, user_id=user_id,
             prompt_messages=[chat_pb2.Message(role=x["role"], content=x["content"]) for x in messages],
+            # Raw model log-probabilities of the served tokens (temperature 1, no top-p): what importance
+            # weights for off-policy use need (see sampling.py). The end-of-sequence token is included.
             answer=a.text, answer_token_ids=a.token_ids, answer_logprobs=a.logprobs,
             policy_version=a.policy_version,
             sampling=events_pb2.SamplingUsed(temperature=sampling.temperature, top_p=sampling.top_p,

@@ -14,6 +14,8 @@ import logging
 import uuid
 from dataclasses import dataclass
 
+from redis.exceptions import RedisError
+
 from rlhf.common.events import FeedbackGiven
 from rlhf.common.logs import log_event
 from rlhf.common.spool import SpoolFull
@@ -107,6 +109,12 @@ class FeedbackDesk:
             raise PermissionDenied(f"{what} was not given to user {user!r}")
 
     async def give(self, req: FeedbackInput) -> FeedbackResult:
+        try:
+            return await self._give(req)
+        except RedisError as exc:
+            raise Unavailable(f"the response cache is unreachable ({type(exc).__name__}); retry with the same key") from None
+
+    async def _give(self, req: FeedbackInput) -> FeedbackResult:
         if req.idempotency_key:
             held = await self.cache.peek_idempotency_key(req.user_id, req.idempotency_key)
             if held is not None:  # seen before: acknowledge again, even if the answer has expired since

@@ -22,7 +22,11 @@ class ServerThread:
 
     def start(self, timeout_s: float = 120.0) -> "ServerThread":
         self._thread.start()
-        self.port = asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(timeout_s)
+        try:
+            self.port = asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(timeout_s)
+        except BaseException:
+            self.stop(grace_s=0.0)  # release the port, the engine and the loop thread before re-raising
+            raise
         return self
 
     @property

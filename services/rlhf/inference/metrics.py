@@ -51,6 +51,11 @@ SWAP_SECONDS = Histogram(
     "rlhf_inference_swap_seconds", "From noticing a new version to serving it (fetch, verify, load, stage).",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64),
 )
+EVENT_LOG_SECONDS = Histogram(
+    "rlhf_inference_event_log_seconds",
+    "Time a call spends building its ChatLogged events and handing them to the producer (on the request path).",
+    buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01),
+)
 EVENTS_REFUSED = Counter(
     "rlhf_inference_events_refused_total", "Events the producer refused (spool full); the call still succeeded.",
     ["topic"],

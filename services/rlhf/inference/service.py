@@ -32,7 +32,6 @@ from rlhf.common.settings import KafkaSettings, RedisSettings, SettingsError, lo
 from rlhf.inference import metrics as m
 from rlhf.inference.core import ChatCore
 from rlhf.inference.engine import Engine
-from rlhf.inference.errors import Unavailable
 from rlhf.inference.feedback import FeedbackDesk
 from rlhf.inference.hotswap import PolicyFollower, initial_policy, store_for
 from rlhf.inference.policy import Policy
@@ -174,6 +173,6 @@ def main() -> int:
         return 2
     try:
         return asyncio.run(serve(config))
-    except Unavailable as exc:
-        log_event(log, "cannot serve", logging.ERROR, error=str(exc))
+    except Exception as exc:  # noqa: BLE001 - no policy, Redis unreachable, port taken: say so and exit non-zero
+        log.error("cannot serve: %s", exc, exc_info=exc)
         return 1

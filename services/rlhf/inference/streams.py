@@ -62,11 +62,22 @@ class AsyncWatcher:
         self._waker = _LoopWaker.of(loop)
         self._tokens = tokens
         self._event = asyncio.Event()
+        self._finished = asyncio.Event()
 
     # scheduler thread
     def __call__(self, gen: Generation, finished: bool) -> None:
+        if finished:
+            self._waker.wake(self._finished)
         if finished or self._tokens:
             self._waker.wake(self._event)
+
+    async def finished_within(self, seconds: float) -> None:
+        """Wait up to `seconds`, returning early when the generation ends (tokens meanwhile accumulate)."""
+        if not self._finished.is_set():
+            try:
+                await asyncio.wait_for(self._finished.wait(), seconds)
+            except TimeoutError:
+                pass
 
     async def changed(self) -> None:
         """Return once something happened since the last call (a token or the end)."""

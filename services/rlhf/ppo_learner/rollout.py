@@ -26,11 +26,15 @@ from rlhf.reward_trainer.pairs import Side
 
 @dataclass
 class Rollout:
-    """One batch of experience. B sequences, P query columns (left-padded), R response columns."""
+    """One batch of experience: G distinct prompts x k answers = B rows (k consecutive rows per prompt).
 
-    prompts: list[Prompt]
-    query_ids: torch.Tensor  # (B, P)
-    query_mask: torch.Tensor  # (B, P)
+    P query columns (left-padded), R response columns (right-padded).
+    """
+
+    prompts: list[Prompt]  # (B,) the prompt of each row
+    group_size: int  # k answers per prompt
+    query_ids: torch.Tensor  # (G, P) one row per distinct prompt
+    query_mask: torch.Tensor  # (G, P)
     response_ids: torch.Tensor  # (B, R), pad after the end
     response_mask: torch.Tensor  # (B, R) float, 1 up to and including EOS
     logprobs: torch.Tensor  # (B, R) under the rollout policy
@@ -44,11 +48,12 @@ class Rollout:
 
     @property
     def input_ids(self) -> torch.Tensor:
-        return torch.cat([self.query_ids, self.response_ids], dim=1)  # (B, P + R)
+        """Full rows (B, P + R), prompts repeated for their k answers."""
+        return torch.cat([self.query_ids.repeat_interleave(self.group_size, 0), self.response_ids], dim=1)
 
     @property
     def attention_mask(self) -> torch.Tensor:
-        return torch.cat([self.query_mask, self.response_mask.long()], dim=1)  # (B, P + R)
+        return torch.cat([self.query_mask.repeat_interleave(self.group_size, 0), self.response_mask.long()], dim=1)
 
     @property
     def response_tokens(self) -> int:
@@ -90,25 +95,35 @@ def sample(
     eos_id: int,
     pad_id: int,
     generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ancestral sampling with a KV cache. Returns response ids (B, R) and mask (B, R), R <= max_new_tokens.
+    group_size: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Ancestral sampling with a KV cache: `group_size` answers to each of the G prompts.
 
+    Returns response ids (B, R), mask (B, R) and the sampled tokens' log-probs
+    (B, R), B = G * group_size, R <= max_new_tokens.
     A plain loop rather than `generate()`: it needs no logits processors or
-    stopping criteria, computes only the last position's logits, and stops
-    the moment every row has emitted EOS.
+    stopping criteria, computes only the last position's logits, encodes each
+    prompt once for all its answers, and stops the moment every row has emitted EOS.
     """
-    B = query_ids.shape[0]
+    k = group_size
+    B = query_ids.shape[0] * k
     cache = DynamicCache(config=lm.config)
-    mask = query_mask
     positions = position_ids_from_mask(query_mask)
-    out = lm(input_ids=query_ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1)
-    next_pos = positions[:, -1:] + 1  # (B, 1)
+    out = lm(input_ids=query_ids, attention_mask=query_mask, position_ids=positions, cache=cache, use_cache=True,
+             logits_to_keep=1)
+    if k > 1:
+        out.cache.batch_repeat_interleave(k)
+    mask = query_mask.repeat_interleave(k, 0)  # (B, P)
+    next_pos = positions[:, -1:].repeat_interleave(k, 0) + 1  # (B, 1)
+    first_logits = out.logits[:, -1].repeat_interleave(k, 0)  # (B, V)
     finished = torch.zeros(B, dtype=torch.bool)
-    tokens, alive = [], []
+    tokens, alive, logprobs = [], [], []
     ones = torch.ones((B, 1), dtype=mask.dtype)
     for step in range(max_new_tokens):
-        logits = out.logits[:, -1].float() / temperature  # (B, V)
-        tok = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator).squeeze(-1)  # (B,)
+        logits = (first_logits if step == 0 else out.logits[:, -1]).float() / temperature  # (B, V)
+        logp = torch.log_softmax(logits, dim=-1)
+        tok = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)  # (B,)
+        logprobs.append(logp.gather(1, tok[:, None]).squeeze(1))
         alive.append(~finished)
         tok = torch.where(finished, torch.full_like(tok, pad_id), tok)
         tokens.append(tok)
@@ -120,7 +135,7 @@ def sample(
         next_pos = next_pos + 1
     response_ids = torch.stack(tokens, dim=1)  # (B, R)
     response_mask = torch.stack(alive, dim=1).float()  # (B, R)
-    return response_ids, response_mask
+    return response_ids, response_mask, torch.stack(logprobs, dim=1) * response_mask
 
 
 Scorer = Callable[[Sequence[Prompt], Sequence[str]], torch.Tensor]
@@ -157,11 +172,12 @@ def collect(
     max_prompt_tokens: int = 128,
     with_values: bool = True,
     generator: torch.Generator | None = None,
+    group_size: int = 1,
 ) -> Rollout:
-    """Generate answers for `prompts` (one row each; repeat a prompt for k samples) and score them."""
+    """Generate `group_size` answers to each of the distinct `prompts` and score them."""
     with torch.inference_mode():
         rollout = _collect(policy, reference, scorer, tokenizer, prompts, max_new_tokens, temperature,
-                           max_prompt_tokens, with_values, generator)
+                           max_prompt_tokens, with_values, generator, group_size)
     # Tensors made under inference_mode cannot enter autograd (not even as gather
     # indices); the PPO update needs them, so hand out ordinary copies.
     for name, value in vars(rollout).items():
@@ -171,29 +187,35 @@ def collect(
 
 
 def _collect(policy, reference, scorer, tokenizer, prompts, max_new_tokens, temperature,
-             max_prompt_tokens, with_values, generator) -> Rollout:
+             max_prompt_tokens, with_values, generator, k) -> Rollout:
     policy.eval()
     t0 = time.perf_counter()
-    q_ids, q_mask = encode_prompts(tokenizer, prompts, max_prompt_tokens)
+    q_ids, q_mask = encode_prompts(tokenizer, prompts, max_prompt_tokens)  # (G, P)
     eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
-    r_ids, r_mask = sample(policy.policy, q_ids, q_mask, max_new_tokens, temperature, eos_id, pad_id, generator)
+    r_ids, r_mask, logprobs = sample(policy.policy, q_ids, q_mask, max_new_tokens, temperature, eos_id, pad_id,
+                                     generator, k)
     generate_s = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    ids = torch.cat([q_ids, r_ids], dim=1)  # (B, P + R)
-    mask = torch.cat([q_mask, r_mask.long()], dim=1)
-    R = r_ids.shape[1]
-    logits, values = policy(ids, mask, R, with_values=with_values)
-    logprobs = logprobs_from_logits(logits / temperature, r_ids) * r_mask  # (B, R)
-    ref_logprobs = logprobs_from_logits(response_logits(reference, ids, mask, R) / temperature, r_ids) * r_mask
+    args = (q_ids, q_mask, r_ids, r_mask, k)
+    values = None
+    if with_values:
+        # One pass for values; the log-probs come from the same pass so that the
+        # first update step sees a ratio of exactly 1. Critic-free variants keep
+        # the sampler's log-probs (equal up to float rounding) and skip the pass.
+        logits, values = policy(*args, with_values=True)  # (B, R, V), (B, R)
+        logprobs = logprobs_from_logits(logits / temperature, r_ids) * r_mask  # (B, R)
+    ref_logprobs = logprobs_from_logits(response_logits(reference, *args) / temperature, r_ids) * r_mask
     values = values * r_mask if values is not None else torch.zeros_like(logprobs)
     finished = ((r_ids == eos_id) & r_mask.bool()).any(dim=1)  # (B,)
     answers = tokenizer.batch_decode(
         [row[: int(m.sum())].tolist() for row, m in zip(r_ids, r_mask)], skip_special_tokens=True
     )
-    scores = scorer(prompts, answers).float()
+    row_prompts = [p for p in prompts for _ in range(k)]
+    scores = scorer(row_prompts, answers).float()
     return Rollout(
-        prompts=list(prompts),
+        prompts=row_prompts,
+        group_size=k,
         query_ids=q_ids,
         query_mask=q_mask,
         response_ids=r_ids,

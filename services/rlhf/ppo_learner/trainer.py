@@ -98,11 +98,10 @@ class PPOTrainer:
     def iteration(self, prompts: list[Prompt], scorer: Scorer) -> IterationStats:
         """Collect one rollout batch on `prompts` (each repeated k times) and improve the policy on it."""
         hp = self.hp
-        batch_prompts = [p for p in prompts for _ in range(hp.completions_per_prompt)]
         rollout = collect(
-            self.policy, self.reference, scorer, self.tokenizer, batch_prompts,
-            max_new_tokens=hp.max_new_tokens, temperature=hp.temperature,
-            max_prompt_tokens=self.max_prompt_tokens, with_values=self.use_critic, generator=self.generator,
+            self.policy, self.reference, scorer, self.tokenizer, prompts,
+            max_new_tokens=hp.max_new_tokens, temperature=hp.temperature, max_prompt_tokens=self.max_prompt_tokens,
+            with_values=self.use_critic, generator=self.generator, group_size=hp.completions_per_prompt,
         )
         beta = self.kl_ctl.beta
         advantages, returns, shaped, kl_seq = self.advantages(rollout, beta)
@@ -116,7 +115,7 @@ class PPOTrainer:
             [rollout.scores.mean().item(), kl_seq.mean().item(), shaped.mean().item(),
              rollout.response_mask.sum(1).mean().item(), rollout.finished.float().mean().item()],
         )
-        self.kl_ctl.update(kl_mean, n_steps=len(batch_prompts) * self.world.world_size)
+        self.kl_ctl.update(kl_mean, n_steps=len(rollout.prompts) * self.world.world_size)
         self.iterations += 1
         return IterationStats(
             iteration=self.iterations, reward_mean=reward_mean, shaped_reward_mean=shaped_mean, kl=kl_mean,
@@ -149,16 +148,22 @@ class PPOTrainer:
         return adv, returns, shaped, kl_seq
 
     def update(self, rollout: Rollout, advantages: torch.Tensor, returns: torch.Tensor) -> dict[str, float]:
-        """`ppo_epochs` passes over the batch in shuffled minibatches; returns mean diagnostics."""
+        """`ppo_epochs` passes over the batch in shuffled minibatches; returns mean diagnostics.
+
+        Minibatches hold whole prompt groups (all k answers of a prompt), so each
+        prompt is encoded once per step (see `value_head.response_states`).
+        """
         hp = self.hp
-        B = rollout.response_ids.shape[0]
+        k = rollout.group_size
+        G = rollout.query_ids.shape[0]
+        groups_per_step = max(1, hp.minibatch_size // k)
         sums: dict[str, float] = {}
         steps = 0
         for _epoch in range(hp.ppo_epochs):
-            order = torch.randperm(B, generator=self.generator)
-            for start in range(0, B, hp.minibatch_size):
-                idx = order[start : start + hp.minibatch_size]
-                stats = self._minibatch_step(rollout, idx, advantages, returns)
+            order = torch.randperm(G, generator=self.generator)
+            for start in range(0, G, groups_per_step):
+                groups = order[start : start + groups_per_step]
+                stats = self._minibatch_step(rollout, groups, advantages, returns)
                 for k, v in stats.items():
                     sums[k] = sums.get(k, 0.0) + v
                 steps += 1
@@ -168,21 +173,20 @@ class PPOTrainer:
         return dict(zip(keys, all_reduce_mean(self.world, [means.get(k, 0.0) for k in keys])))
 
     def _minibatch_step(
-        self, rollout: Rollout, idx: torch.Tensor, advantages: torch.Tensor, returns: torch.Tensor
+        self, rollout: Rollout, groups: torch.Tensor, advantages: torch.Tensor, returns: torch.Tensor
     ) -> dict[str, float]:
-        hp = self.hp
+        hp, k = self.hp, rollout.group_size
+        idx = (groups[:, None] * k + torch.arange(k)).reshape(-1)  # rows of these prompt groups
         mask = rollout.response_mask[idx]  # (b, R)
         # Trim columns no row of this minibatch uses: leading query padding and
         # trailing response padding cost compute and change nothing.
         R = max(int(mask.sum(1).max().item()), 1)
-        q_mask = rollout.query_mask[idx]
+        q_mask = rollout.query_mask[groups]
         first = int((q_mask.sum(0) > 0).nonzero()[0].item())
-        q_ids, q_mask = rollout.query_ids[idx, first:], q_mask[:, first:]
-        r_ids, mask = rollout.response_ids[idx, :R], mask[:, :R]
-        ids = torch.cat([q_ids, r_ids], dim=1)  # (b, P' + R)
-        attn = torch.cat([q_mask, mask.long()], dim=1)
+        q_ids, q_mask = rollout.query_ids[groups, first:], q_mask[:, first:]  # (g, P')
+        r_ids, mask = rollout.response_ids[idx, :R], mask[:, :R]  # (b, R)
 
-        logits, values = self.policy(ids, attn, R, with_values=self.use_critic)  # (b, R, V), (b, R)
+        logits, values = self.policy(q_ids, q_mask, r_ids, mask, k, with_values=self.use_critic)  # (b, R, V), (b, R)
         logits = logits / hp.temperature
         logprobs = losses.logprobs_from_logits(logits, r_ids)  # (b, R)
         old_logprobs = rollout.logprobs[idx, :R]

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import DynamicCache, PreTrainedModel
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 
@@ -28,16 +28,57 @@ def position_ids_from_mask(mask: torch.Tensor) -> torch.Tensor:
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-def response_logits(lm: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_len: int) -> torch.Tensor:
-    """Logits (B, R, V) that predict the last R tokens of (B, P + R) `input_ids` (left-padded queries)."""
-    hidden = lm.base_model(
-        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask)
-    ).last_hidden_state  # (B, L, H)
-    return lm.get_output_embeddings()(hidden[:, -response_len - 1 : -1])
+def response_states(
+    base: nn.Module,
+    query_ids: torch.Tensor,
+    query_mask: torch.Tensor,
+    response_ids: torch.Tensor,
+    response_mask: torch.Tensor,
+    group_size: int = 1,
+) -> torch.Tensor:
+    """Hidden states (B, R, H) from which each of the R response tokens is predicted.
+
+    query_ids/query_mask: (B / group_size, P), left-padded, one row per distinct
+    prompt; response_ids/response_mask: (B, R), right-padded, `group_size`
+    consecutive rows per prompt. With groups, each prompt is encoded once and
+    its keys/values are repeated for its k answers (with gradients: the repeat
+    is part of the graph), so k samples of a prompt cost one prompt's compute
+    instead of k. Exact, not an approximation.
+    """
+    if group_size == 1:
+        ids = torch.cat([query_ids, response_ids], dim=1)  # (B, P + R)
+        mask = torch.cat([query_mask, response_mask.long()], dim=1)
+        hidden = base(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)).last_hidden_state
+        return hidden[:, query_ids.shape[1] - 1 : -1]  # (B, R, H)
+    R = response_ids.shape[1]
+    cache = DynamicCache(config=base.config)
+    q_pos = position_ids_from_mask(query_mask)
+    h_query = base(input_ids=query_ids, attention_mask=query_mask, position_ids=q_pos, cache=cache,
+                   use_cache=True).last_hidden_state  # (G, P, H)
+    cache.batch_repeat_interleave(group_size)
+    mask = torch.cat([query_mask.repeat_interleave(group_size, 0), response_mask.long()], dim=1)  # (B, P + R)
+    r_pos = q_pos[:, -1:].repeat_interleave(group_size, 0) + 1 + torch.arange(R)  # (B, R)
+    h_resp = base(input_ids=response_ids, attention_mask=mask, position_ids=r_pos, cache=cache,
+                  use_cache=True).last_hidden_state  # (B, R, H)
+    last_query = h_query[:, -1:].repeat_interleave(group_size, 0)  # (B, 1, H): predicts the first answer token
+    return torch.cat([last_query, h_resp[:, :-1]], dim=1)  # (B, R, H)
+
+
+def response_logits(
+    lm: PreTrainedModel,
+    query_ids: torch.Tensor,
+    query_mask: torch.Tensor,
+    response_ids: torch.Tensor,
+    response_mask: torch.Tensor,
+    group_size: int = 1,
+) -> torch.Tensor:
+    """Logits (B, R, V) predicting each response token (see `response_states` for the shapes)."""
+    states = response_states(lm.base_model, query_ids, query_mask, response_ids, response_mask, group_size)
+    return lm.get_output_embeddings()(states)
 
 
 class PolicyWithValue(nn.Module):
-    """`forward` returns response-token logits and values for a (query + response) batch."""
+    """`forward` returns response-token logits and values for a batch of prompts and answers."""
 
     def __init__(self, policy: PreTrainedModel, value_model: str = "shared") -> None:
         super().__init__()
@@ -54,27 +95,23 @@ class PolicyWithValue(nn.Module):
         nn.init.zeros_(self.value_head.bias)
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_len: int, with_values: bool = True
+        self,
+        query_ids: torch.Tensor,
+        query_mask: torch.Tensor,
+        response_ids: torch.Tensor,
+        response_mask: torch.Tensor,
+        group_size: int = 1,
+        with_values: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """input_ids, attention_mask: (B, P + R) with the response in the last R columns.
-
-        Returns logits (B, R, V) predicting each response token and values (B, R):
-        the value of the state just before each response token is emitted.
-        """
-        positions = position_ids_from_mask(attention_mask)
-        hidden = self.policy.base_model(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=positions
-        ).last_hidden_state  # (B, L, H)
-        # Position t predicts token t+1: the R states before each response token.
-        states = hidden[:, -response_len - 1 : -1]  # (B, R, H)
+        """Logits (B, R, V) predicting each response token and values (B, R): the value of the
+        state just before each response token is emitted (shapes as in `response_states`)."""
+        args = (query_ids, query_mask, response_ids, response_mask, group_size)
+        states = response_states(self.policy.base_model, *args)  # (B, R, H)
         logits = self.policy.get_output_embeddings()(states)  # (B, R, V)
         if not with_values:
             return logits, None
         if self.critic_trunk is not None:
-            critic_hidden = self.critic_trunk(
-                input_ids=input_ids, attention_mask=attention_mask, position_ids=positions
-            ).last_hidden_state
-            states = critic_hidden[:, -response_len - 1 : -1]
+            states = response_states(self.critic_trunk, *args)
         values = self.value_head(states).squeeze(-1)  # (B, R)
         return logits, values
 

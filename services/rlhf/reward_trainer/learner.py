@@ -39,6 +39,9 @@ class Ingested:
     """What one batch brought (for metrics and logs)."""
 
     by_kind: Counter = field(default_factory=Counter)
+    """New (distinct) feedback events by kind."""
+    dropped: Counter = field(default_factory=Counter)
+    """Feedback not turned into pairs, by reason: capped, duplicate (same feedback id), invalid."""
     pairs: list[Pair] = field(default_factory=list)
     comments: list[tuple[str, str]] = field(default_factory=list)
     """(feedback id, text) of comments, kept for the logs."""
@@ -73,6 +76,8 @@ class RewardLearner:
     def ingest(self, records: Sequence[JournalRecord]) -> Ingested:
         """Account for consumed events; duplicates (by event id, then by feedback id) count once."""
         out = Ingested()
+        reasons = ("capped", "duplicate", "invalid")
+        before = {k: self.builder.counts[k] for k in reasons}
         for r in records:
             try:
                 env = decode(r.value)
@@ -87,9 +92,7 @@ class RewardLearner:
                 out.by_kind["other"] += 1
                 continue
             fb = env.feedback_given
-            if fb.feedback_id in self.builder.seen:
-                out.by_kind["duplicate"] += 1
-            else:
+            if fb.feedback_id not in self.builder.seen:
                 kind = KIND_NAMES.get(fb.kind, "unknown")
                 out.by_kind[kind] += 1
                 self.consumed[kind] += 1
@@ -97,6 +100,7 @@ class RewardLearner:
                     out.comments.append((fb.feedback_id, fb.comment))
             out.pairs += self.builder.add(fb)
         self.trainer.add(out.pairs)
+        out.dropped = Counter({k: self.builder.counts[k] - before[k] for k in reasons if self.builder.counts[k] > before[k]})
         return out
 
     # -- training and gate ------------------------------------------------

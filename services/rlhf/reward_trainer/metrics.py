@@ -21,6 +21,7 @@ TRAIN_STEPS = Counter("rlhf_reward_train_steps_total", "Optimizer steps.")
 HELDOUT_ACCURACY = Gauge("rlhf_reward_heldout_accuracy", "Pairwise accuracy on held-out feedback at the last evaluation.")
 HELDOUT_ECE = Gauge("rlhf_reward_heldout_calibration_error", "Expected calibration error on held-out feedback.")
 PUBLISHED = Counter("rlhf_reward_published_versions_total", "Reward-model versions published.")
+PUBLISH_FAILED = Counter("rlhf_reward_publish_failed_total", "Publishes that failed (weight store unreachable); retried.")
 GATE_REJECTED = Counter("rlhf_reward_gate_rejected_total", "Candidates the publish gate refused.")
 SECONDS_SINCE_PUBLISH = Gauge(
     "rlhf_reward_seconds_since_last_publish", "Seconds since the last published version (since start if none)."

@@ -56,8 +56,12 @@ def _sides(args: argparse.Namespace) -> list[Side]:
 
 
 def _score(model_dir: str | Path, sides: list[Side], max_length: int) -> list[float]:
+    from transformers.utils import logging as hf_logging
+
     from rlhf.reward_trainer.model import RewardModel  # torch import only once arguments are valid
 
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     rm = RewardModel.from_pretrained(model_dir, max_length)
     return rm.score(sides).tolist()
 
@@ -70,8 +74,13 @@ def run(args: argparse.Namespace) -> int:
         return 2
     version, metrics = None, {}
     if args.model_dir:
+        if not (Path(args.model_dir) / "config.json").exists():
+            print(f"rlhf rm-score: {args.model_dir} is not a model directory (no config.json)", file=sys.stderr)
+            return 2
         scores = _score(args.model_dir, sides, args.max_length)
     else:
+        import redis
+
         from rlhf.common.registry import VersionNotFound, WeightStore
 
         try:
@@ -80,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
                 manifest = store.fetch_to_hf_dir(tmp, args.version)
                 version, metrics = manifest.version, manifest.metrics
                 scores = _score(tmp, sides, args.max_length)
-        except (SettingsError, VersionNotFound) as exc:
+        except (SettingsError, VersionNotFound, redis.RedisError) as exc:
             print(f"rlhf rm-score: {exc}", file=sys.stderr)
             return 1
     rows = [{"prompt": s.prompt[-1][1], "answer": s.answer, "score": round(sc, 6)} for s, sc in zip(sides, scores)]

@@ -19,7 +19,9 @@ import threading
 import time
 from collections.abc import Iterable
 
+import redis
 import torch
+from transformers.utils import logging as hf_logging
 
 from rlhf.common.consumer import ConsumedEvent, ConsumerLoop
 from rlhf.common.lifecycle import Health, install_stop_signals, start_http_server
@@ -73,6 +75,7 @@ class RewardTrainerService:
         self.started_at = time.time()
         self._dirty = False
         self._last_checkpoint = time.monotonic()
+        self.failed = False
         m.SECONDS_SINCE_PUBLISH.set_function(self._seconds_since_publish)
 
     # -- start ------------------------------------------------------------
@@ -99,10 +102,9 @@ class RewardTrainerService:
             got = self.learner.ingest(records)
             self._dirty = True
         for kind, n in got.by_kind.items():
-            if kind == "duplicate":
-                m.FEEDBACK_DROPPED.labels("duplicate").inc(n)
-            else:
-                m.FEEDBACK_CONSUMED.labels(kind).inc(n)
+            m.FEEDBACK_CONSUMED.labels(kind).inc(n)
+        for reason, n in got.dropped.items():
+            m.FEEDBACK_DROPPED.labels(reason).inc(n)
         for p in got.pairs:
             m.PAIRS_BUILT.labels(p.kind, "heldout" if p.heldout else "train").inc()
         for fid, text in got.comments:
@@ -111,6 +113,15 @@ class RewardTrainerService:
 
     # -- training thread --------------------------------------------------
     def train_forever(self, stop: threading.Event) -> None:
+        """The training thread. An unexpected error stops the whole service (non-zero exit), never just this thread."""
+        try:
+            self._train_loop(stop)
+        except Exception:  # noqa: BLE001 - logged with traceback, then the service drains and exits
+            log.exception("training thread failed; stopping")
+            self.failed = True
+            stop.set()
+
+    def _train_loop(self, stop: threading.Event) -> None:
         waiting_since: float | None = None  # when fresh pairs started waiting for a full batch share
         while not stop.is_set():
             with self.lock:
@@ -130,7 +141,11 @@ class RewardTrainerService:
                     m.LOSS.set(losses[-1])
                 publish = self.learner.due_for_publish()
             if publish:
-                self.try_publish()
+                try:
+                    self.try_publish()
+                except (redis.RedisError, OSError) as exc:  # the store is away: keep training, try again later
+                    m.PUBLISH_FAILED.inc()
+                    log_event(log, "publish failed; retried at the next attempt", logging.WARNING, error=repr(exc))
             if self._dirty and time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_every_s:
                 with self.lock:
                     self._checkpoint()
@@ -218,6 +233,8 @@ class RewardTrainerService:
 
 def main() -> int:
     setup_logging(SERVICE)
+    hf_logging.set_verbosity_error()  # the "newly initialized score head" report is expected, not news
+    hf_logging.disable_progress_bar()
     try:
         settings = load(RewardTrainerSettings)
         kafka = load(KafkaSettings)
@@ -236,6 +253,9 @@ def main() -> int:
     service = RewardTrainerService(settings, kafka, WeightStore(redis_settings, "reward", weight_settings))
     try:
         service.run(stop, health)
+    except FileNotFoundError as exc:  # no checkpoint yet and no backbone: say which setting to fix
+        log_event(log, f"{exc} (set RLHF_REWARD_BASE_MODEL to the SFT policy directory)", logging.ERROR)
+        return 2
     finally:
         http.shutdown()
-    return 0
+    return 1 if service.failed else 0

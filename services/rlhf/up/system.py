@@ -141,7 +141,11 @@ class LocalSystem:
             "KAFKA_SPOOL_DIR": str(self.run_dir / "spool"),
             **self.opts.service_env,
         }
-        specs = service_specs(self.run_dir, self.policy_dir, self.world_dir, inference_port, ports, common)
+        # With the embedded (memory-only) broker and Redis every run starts empty, so learner
+        # checkpoints belong to the run; against external ones they must outlive it.
+        external = bool(os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or os.environ.get("REDIS_URL"))
+        state_dir = self.opts.cache_dir / "state" if external else self.run_dir
+        specs = service_specs(state_dir, self.policy_dir, self.world_dir, inference_port, ports, common)
         for i, port in enumerate(replica_ports[1:], start=2):
             specs.insert(i - 1, replica_spec(specs[0], i, port, free_port()))
         for spec in specs:
@@ -203,7 +207,7 @@ def service_specs(
             rlhf_command("serve", "reward-trainer"),
             env={**common,
                  "RLHF_REWARD_METRICS_PORT": str(ports["reward-trainer"]),
-                 "RLHF_REWARD_BASE_MODEL_DIR": str(policy_dir),
+                 "RLHF_REWARD_BASE_MODEL": str(policy_dir),
                  "RLHF_REWARD_CHECKPOINT_DIR": str(run_dir / "reward-trainer")},
             ready_url=rm_ready, metrics_url=rm_metrics,
         ),
@@ -212,8 +216,9 @@ def service_specs(
             rlhf_command("serve", "ppo-learner"),
             env={**common,
                  "RLHF_PPO_METRICS_PORT": str(ports["ppo-learner"]),
-                 "RLHF_PPO_REFERENCE_DIR": str(policy_dir),
-                 "RLHF_PPO_SEED_PROMPTS": str(world_dir / "prompts.jsonl"),
+                 # Seed prompts let PPO start before traffic arrives; the gate evaluates on held-out prompts.
+                 "RLHF_PPO_SEED_PROMPTS_FILE": str(world_dir / "prompts.jsonl"),
+                 "RLHF_PPO_EVAL_PROMPTS_FILE": str(world_dir / "prompts.jsonl"),
                  "RLHF_PPO_CHECKPOINT_DIR": str(run_dir / "ppo-learner")},
             ready_url=ppo_ready, metrics_url=ppo_metrics,
         ),

@@ -16,6 +16,15 @@ from rlhf.inference.sampling import SamplingSettings
 GREEDY = dict(temperature=0.0, top_p=1.0)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Reference `generate` runs crawl with several intra-op threads on a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def policy(tiny_policy_dir):
     return load_policy(tiny_policy_dir, version=0)

@@ -54,3 +54,40 @@ def test_same_seed_same_rollout(tiny_models, tiny_prompts, tiny_reward_dir):
     )
     assert torch.equal(a.response_ids, b.response_ids)
     torch.testing.assert_close(a.scores, b.scores)
+    # Critic-free rollouts keep the sampler's own log-probs: the same numbers as a forward pass.
+    c = collect(policy, ref, scorer, tok, tiny_prompts[:3], max_new_tokens=12, temperature=1.0,
+                generator=torch.Generator().manual_seed(7), with_values=False)
+    assert torch.equal(c.response_ids, a.response_ids)
+    torch.testing.assert_close(c.logprobs, a.logprobs, atol=1e-4, rtol=0)
+
+
+def test_prompt_groups_share_one_encoding_exactly(tiny_models, tiny_prompts, tiny_reward_dir):
+    """k answers per prompt: the prompt is encoded once; logits, values and gradients are unchanged."""
+    tok, policy, ref = tiny_models
+    torch.nn.init.normal_(policy.value_head.weight, std=0.1)  # non-zero values so they are compared too
+    scorer = RewardModelScorer.from_pretrained(tiny_reward_dir)
+    k = 3
+    r = collect(policy, ref, scorer, tok, tiny_prompts[:4], max_new_tokens=12, temperature=1.0,
+                generator=torch.Generator().manual_seed(3), group_size=k)
+    assert r.response_ids.shape[0] == 12 and r.query_ids.shape[0] == 4 and len(r.prompts) == 12
+    assert r.prompts[0] == r.prompts[2] != r.prompts[3]
+    rows = (r.query_ids.repeat_interleave(k, 0), r.query_mask.repeat_interleave(k, 0), r.response_ids, r.response_mask)
+
+    def run(grouped: bool):
+        policy.zero_grad()
+        if grouped:
+            logits, values = policy(r.query_ids, r.query_mask, r.response_ids, r.response_mask, k)
+        else:
+            logits, values = policy(*rows, 1)
+        m = r.response_mask
+        loss = (logprobs_from_logits(logits, r.response_ids) * m).sum() + (values * m).sum()
+        loss.backward()
+        grads = [p.grad.clone() for p in policy.parameters() if p.grad is not None]
+        return logits.detach() * m[..., None], values.detach() * m, grads
+
+    (lg, vg, gg), (lr, vr, gr) = run(True), run(False)
+    torch.testing.assert_close(lg, lr, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(vg, vr, atol=1e-5, rtol=1e-4)
+    for a, b in zip(gg, gr):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3)
+    torch.testing.assert_close(r.logprobs, r.ref_logprobs)  # rollout log-probs came through the grouped path too

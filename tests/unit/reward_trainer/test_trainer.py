@@ -73,3 +73,13 @@ def test_any_sequence_classification_dir_works_minilm():
     trainer.add(pairs(4))
     assert trainer.step() is not None
     assert rm.score([Side((("user", "hi"),), "hello")]).shape == (1,)
+
+
+def test_replay_only_steps_stop_at_the_replay_budget(rm):
+    trainer = BTTrainer(rm, TrainSettings(batch_size=4, replay_fraction=0.0, replay_passes=3.0, max_length=64))
+    assert trainer.replay_step() is None  # nothing trained yet
+    trainer.add(pairs(4))
+    trainer.step()
+    assert (trainer.pairs_trained, trainer.examples_seen) == (4, 4)
+    assert trainer.replay_step() is not None and trainer.replay_step() is not None
+    assert trainer.examples_seen == 12 and trainer.replay_step() is None
