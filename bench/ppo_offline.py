@@ -86,7 +86,8 @@ def main() -> int:
     from rlhf.ppo_learner.plot import plot_run
 
     hp = summary["hyperparams"]
-    plot_run(records, run / "ppo_preference.png", kl_target=hp["kl_target"], kl_bound=None,
+    kl_bound = summary.get("gate", {}).get("kl_bound")
+    plot_run(records, run / "ppo_preference.png", kl_target=hp["kl_target"], kl_bound=kl_bound,
              extra_scores={"default preference (held-out, as served)": points},
              title=f"PPO vs fixed reward model: {summary['iterations']} iterations in {summary['wall_s']:.0f} s")
     final = scored[-1] if scored else None
@@ -100,7 +101,7 @@ def main() -> int:
         "final_version": final["version"] if final else 1,
         "final_iteration": final["iteration"] if final else 0,
         "final_eval_kl": final["eval_kl"] if final else 0.0,
-        "kl_bound": hp.get("kl_bound"),
+        "kl_bound": kl_bound,
         "iterations": summary["iterations"],
         "ppo_wall_s": summary["wall_s"],
         "process_wall_s": wall,

@@ -246,7 +246,7 @@ def main() -> int:
     p.add_argument("--k", type=int, default=4, help="completions per prompt")
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--lr", type=float, default=3e-5)
-    p.add_argument("--beta", type=float, default=0.05, help="(initial) KL coefficient")
+    p.add_argument("--beta", type=float, default=0.1, help="(initial) KL coefficient")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", action="store_true")

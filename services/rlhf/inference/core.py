@@ -16,6 +16,8 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from jinja2 import TemplateError
+
 from rlhf.common.events import ChatLogged
 from rlhf.common.logs import log_event
 from rlhf.common.spool import SpoolFull
@@ -124,7 +126,10 @@ class ChatCore:
 
     def _prompt(self, messages: list[dict[str, str]]) -> tuple[str, list[int]]:
         policy = self.engine.policy
-        text, ids = policy.render(messages)
+        try:
+            text, ids = policy.render(messages)
+        except TemplateError as exc:  # e.g. a template that requires alternating user/assistant turns
+            raise InvalidArgument(f"the model's chat template refuses these messages: {exc}") from None
         limit = min(self.s.max_prompt_tokens, policy.context_len - 1)
         if len(ids) > limit:
             raise InvalidArgument(f"prompt is {len(ids)} tokens after the chat template; the limit is {limit}")
@@ -223,7 +228,7 @@ class ChatCore:
         text, ids = self._prompt(messages)
         requested_ms = now_ms()
         loop = asyncio.get_running_loop()
-        seeds = (None, None) if sampling.seed is None else (sampling.seed, sampling.seed + 1)
+        seeds = (None, None) if sampling.seed is None else (sampling.seed, (sampling.seed + 1) % 2**64)
         watchers = [AsyncWatcher(loop, tokens=False) for _ in range(2)]
         gens = []
         for seed, w in zip(seeds, watchers):

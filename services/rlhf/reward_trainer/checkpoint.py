@@ -89,6 +89,7 @@ class CheckpointStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self.seq = self._latest_seq()
         self._journal = None
+        self._remove_leftovers()
 
     # -- pointers ---------------------------------------------------------
     def _latest_seq(self) -> int:
@@ -102,6 +103,13 @@ class CheckpointStore:
 
     def journal_path(self, seq: int) -> Path:
         return self.root / f"journal-{seq:06d}.jsonl"
+
+    def _remove_leftovers(self) -> None:
+        """Half-written checkpoints and files of older checkpoints (a crash between switch and cleanup)."""
+        keep = {self.ckpt_dir(self.seq).name, self.journal_path(self.seq).name, LATEST}
+        for p in self.root.iterdir():
+            if p.name.startswith(("ckpt-", "journal-", LATEST)) and p.name not in keep:
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
 
     # -- checkpoint -------------------------------------------------------
     def save(self, save_model, optimizer_state: dict[str, Any], state: dict[str, Any]) -> int:

@@ -69,3 +69,14 @@ def test_new_checkpoint_replaces_the_old_one_and_its_journal(tmp_path, tiny_poli
     names = sorted(p.name for p in store.root.iterdir())
     assert names == ["LATEST", "ckpt-000002"]
     assert (store.root / "LATEST").read_text() == "ckpt-000002"
+
+
+def test_leftovers_of_a_crash_during_checkpointing_are_removed(tmp_path):
+    (tmp_path / "LATEST").write_text("ckpt-000003")
+    for name in ("ckpt-000002", "ckpt-000003", "ckpt-000004.tmp"):
+        (tmp_path / name).mkdir()
+    for name in ("journal-000002.jsonl", "journal-000003.jsonl", "LATEST.tmp"):
+        (tmp_path / name).write_text("")
+    store = CheckpointStore(tmp_path)
+    assert store.seq == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["LATEST", "ckpt-000003", "journal-000003.jsonl"]
