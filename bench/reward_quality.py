@@ -102,8 +102,7 @@ def run(args: argparse.Namespace) -> dict:
             for goal in (0.75, 0.85):
                 if ev.accuracy >= goal and goal not in reached:
                     reached[goal] = seen
-            if not args.json:
-                print(json.dumps(point), file=sys.stderr)
+            print(json.dumps(point), file=sys.stderr, flush=True)
     final_eval, final_held = curve[-1]["eval_accuracy"], curve[-1]["heldout_accuracy"]
     answers = [a for g in groups for a in g]
     return {

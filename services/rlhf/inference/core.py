@@ -200,8 +200,10 @@ class ChatCore:
                     continue
                 if text_stream is None:
                     text_stream = TextStream(gen.policy.decode)
-                if done and gen.finish_reason == "stop":
-                    ids = ids[:-1]  # the end-of-sequence token is served, not shown
+                if ids[-1] in gen.policy.stop_ids:
+                    # Served, not shown. Checked on the ids themselves: the scheduler appends the token
+                    # a moment before it marks the generation finished.
+                    ids = ids[:-1]
                 delta = text_stream.push(ids, final=done)
                 if done:
                     break

@@ -69,9 +69,7 @@ class InferenceSettings(BaseSettings):
     default_top_p: float = Field(default=0.95, gt=0, le=1)
     """Nucleus sampling mass when the request leaves it unset."""
     stream_interval_ms: float = Field(default=20.0, ge=0, le=1000)
-    """ChatStream: the first chunk leaves with the first token; later ones at most every this many ms, carrying
-    all tokens since (a reader cannot tell 20 ms apart; a small fast model then sends several times fewer messages).
-    0 sends every token as its own chunk."""
+    """ChatStream sends the first token at once, then chunks at most this often (ms); 0: one chunk per token."""
     compare_temperature: float = Field(default=0.8, gt=0, le=5)
     """Temperature of Compare candidates when the request asks for greedy decoding (two greedy answers are identical)."""
 

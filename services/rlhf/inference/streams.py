@@ -26,7 +26,7 @@ class _LoopWaker:
     _registry_lock = threading.Lock()
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+        self._loop = weakref.ref(loop)  # a strong reference would keep the registry entry alive forever
         self._lock = threading.Lock()
         self._pending: list[asyncio.Event] = []
 
@@ -43,8 +43,10 @@ class _LoopWaker:
             self._pending.append(event)
             if len(self._pending) > 1:
                 return  # a callback is already scheduled and will see this event
+        loop = self._loop()
         try:
-            self.loop.call_soon_threadsafe(self._run)
+            if loop is not None:
+                loop.call_soon_threadsafe(self._run)
         except RuntimeError:  # loop closed: nobody is waiting any more
             pass
 

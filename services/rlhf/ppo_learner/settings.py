@@ -58,10 +58,10 @@ class PPOHyperparams(BaseSettings):
     """`adaptive`: Ziegler et al.'s proportional controller holds KL near `kl_target`; `fixed`: beta stays."""
     init_beta: float = Field(default=0.1, gt=0.0)
     """Initial KL coefficient beta."""
-    kl_target: float = Field(default=2.0, gt=0.0)
+    kl_target: float = Field(default=1.0, gt=0.0)
     """KL(policy || reference) per answer, in nats, that the adaptive controller holds."""
-    kl_horizon: int = Field(default=128, ge=1)
-    """Samples over which the adaptive controller reacts (128 with 16 per batch: beta can move 2.5% per iteration)."""
+    kl_horizon: int = Field(default=64, ge=1)
+    """Samples over which the adaptive controller reacts (64 with 16 per batch: beta can move 5% per iteration)."""
     kl_estimator: Literal["k1", "k3"] = "k1"
     """Per-token KL estimator in the reward: k1 = log p - log q; k3 is non-negative, lower variance."""
     missing_eos_penalty: float = Field(default=1.0, ge=0.0)
@@ -106,7 +106,7 @@ class PPOLearnerSettings(BaseSettings):
     """Size of the held-out prompt set."""
     eval_every: int = Field(default=5, ge=1)
     """Evaluate (and maybe publish) every this many iterations."""
-    kl_bound: float = Field(default=4.0, gt=0.0)
+    kl_bound: float = Field(default=2.0, gt=0.0)
     """The gate refuses a policy whose held-out KL to the reference (nats per answer) exceeds this."""
     score_tolerance: float = Field(default=0.0, ge=0.0)
     """The gate refuses a policy whose held-out reward score is below the published one minus this."""

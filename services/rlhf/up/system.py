@@ -186,12 +186,14 @@ def service_specs(
     run_dir: Path, policy_dir: Path, world_dir: Path, inference_port: int, ports: dict[str, int], common: dict[str, str]
 ) -> list[ChildSpec]:
     """How each service is started locally: the same `rlhf serve` commands and env vars as in deploy/."""
-    def metrics(port: int) -> tuple[str, str]:
-        return f"http://127.0.0.1:{port}/metrics", f"http://127.0.0.1:{port}/readyz"
+    def metrics(port: int, probe: str = "readyz") -> tuple[str, str]:
+        return f"http://127.0.0.1:{port}/metrics", f"http://127.0.0.1:{port}/{probe}"
 
     inf_metrics, inf_ready = metrics(ports["inference"])
-    rm_metrics, rm_ready = metrics(ports["reward-trainer"])
-    ppo_metrics, ppo_ready = metrics(ports["ppo-learner"])
+    # The learners are live (metrics served) long before they are ready: the reward trainer needs
+    # feedback and the PPO learner a reward model, which only come once users talk to inference.
+    rm_metrics, rm_ready = metrics(ports["reward-trainer"], "healthz")
+    ppo_metrics, ppo_ready = metrics(ports["ppo-learner"], "healthz")
     return [
         ChildSpec(
             "inference",

@@ -3,7 +3,14 @@ import random
 
 import pytest
 from rlhf.cli import main
-from rlhf.evaluate.core import PreferenceError, Sampling, evaluate_dir, load_preference, mean_ci95, score_answers
+from rlhf.evaluate.core import (
+    PreferenceError,
+    Sampling,
+    evaluate_dir,
+    load_preference,
+    mean_ci95,
+    score_answers,
+)
 from rlhf.world.compose import Variant, compose_answer, sample_scenario
 
 
@@ -45,12 +52,12 @@ def test_the_evaluator_measures_the_preference_it_is_given(tiny_policy_dir, caps
     prompts = str(tiny_policy_dir / "world" / "prompts.jsonl")
     results = {}
     for pref in ("default_preference", "rambling_rude_preference"):
-        code = main(["evaluate", "--policy", str(tiny_policy_dir), "--prompts", prompts, "--n", "24",
+        code = main(["evaluate", "--policy", str(tiny_policy_dir), "--prompts", prompts, "--n", "64",
                      "--preference", f"rlhf.simulate.preferences:{pref}", "--json"])
         assert code == 0
         results[pref] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     d, r = results["default_preference"], results["rambling_rude_preference"]
-    assert d["n"] == r["n"] == 24 and {"mean_score", "thumbs_up_rate", "ci95"} <= set(d)
+    assert d["n"] == r["n"] == 64 and {"mean_score", "thumbs_up_rate", "ci95"} <= set(d)
     assert d["variants"] == r["variants"]  # same seed, same answers ...
     assert d["ci95"][1] < r["ci95"][0] or r["ci95"][1] < d["ci95"][0]  # ... clearly different scores
 

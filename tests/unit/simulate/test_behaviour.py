@@ -1,6 +1,12 @@
 import random
 
-from rlhf.simulate.behaviour import Thumb, choose, comment, thumb_decision, thumbs_up_probability
+from rlhf.simulate.behaviour import (
+    Thumb,
+    choose,
+    comment,
+    thumb_decision,
+    thumbs_up_probability,
+)
 from rlhf.world.compose import Variant, compose_answer, sample_scenario
 
 

@@ -1,6 +1,10 @@
 import random
 
-from rlhf.simulate.preferences import default_preference, rambling_rude_preference, short_answers
+from rlhf.simulate.preferences import (
+    default_preference,
+    rambling_rude_preference,
+    short_answers,
+)
 from rlhf.world.compose import Variant, compose_answer, sample_scenario
 
 

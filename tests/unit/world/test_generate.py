@@ -5,7 +5,13 @@ import re
 from rlhf.world import content as C
 from rlhf.world.classify import classify, detect_intents
 from rlhf.world.compose import Variant, compose_answer, sample_scenario
-from rlhf.world.generate import DEMOS_FILE, PROMPTS_FILE, WorldConfig, generate, write_world
+from rlhf.world.generate import (
+    DEMOS_FILE,
+    PROMPTS_FILE,
+    WorldConfig,
+    generate,
+    write_world,
+)
 
 
 def test_same_seed_same_files_other_seed_other_files(tmp_path):
