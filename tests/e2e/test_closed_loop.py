@@ -102,6 +102,7 @@ def test_closed_loop_publishes_serves_and_loses_no_feedback(tmp_path, tiny_polic
         from rlhf.common.procs import terminate
 
         terminate(users.proc, grace_s=30)
+        system.supervisor.children.remove(users)
         summary = json.loads(users.log_path.read_text().strip().splitlines()[-1])
         given = summary["thumbs"] + summary["comparisons"] + summary["comments"]
         assert given > 0, summary
