@@ -147,7 +147,7 @@ def main() -> int:
     p.add_argument("--heldout-fraction", type=float, default=0.15)
     p.add_argument("--steps", type=int, default=150)
     p.add_argument("--batch", type=int, default=16, help="pairs per optimizer step")
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--replay-fraction", type=float, default=0.5)
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--threads", type=int, default=1)
