@@ -24,7 +24,10 @@ import sys
 import time
 from pathlib import Path
 
-import torch
+# Before torch loads OpenMP: spinning threads on shared cores are 10x slower (rlhf/ppo_learner/__init__.py).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))

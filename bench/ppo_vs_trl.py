@@ -1,7 +1,8 @@
 """Our PPO learner vs TRL, on the same policy, reward model, prompts and batch shape.
 
 Systems, run one after the other (each in its own process, same thread count):
-  ours       rlhf.ppo_learner PPO (value head + GAE, adaptive KL)  [the default]
+  ours       rlhf.ppo_learner as shipped: PPO (value head + GAE, adaptive KL) and its
+             publishing gate; the published policy is scored  [the default]
   ours-rloo  the same machinery with critic-free RLOO advantages, one gradient step per batch
   trl-rloo   TRL 1.16 RLOOTrainer (TRL 1.x has no PPO trainer)
   trl-ppo    TRL 0.29.1 PPOTrainer (the last release with PPO), from a virtual
@@ -33,7 +34,10 @@ import sys
 import time
 from pathlib import Path
 
-import torch
+# Before torch loads OpenMP: spinning threads on shared cores are 10x slower (rlhf/ppo_learner/__init__.py).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -54,10 +58,13 @@ def _prompt_rows(path: str) -> list[dict]:
 
 
 def worker_ours(a: argparse.Namespace, advantage: str) -> dict:
+    """Our learner as shipped: PPO iterations plus the publishing gate (held-out reward-model score
+    and KL bound, reverting to the published weights); the published policy is what gets scored."""
     import random
 
+    from rlhf.ppo_learner.learner import GateConfig, Learner
     from rlhf.ppo_learner.models import load_policy, load_reference, load_tokenizer
-    from rlhf.ppo_learner.prompts import load_prompt_file
+    from rlhf.ppo_learner.prompts import is_heldout, load_prompt_file
     from rlhf.ppo_learner.rollout import RewardModelScorer
     from rlhf.ppo_learner.settings import PPOHyperparams
     from rlhf.ppo_learner.trainer import PPOTrainer
@@ -71,15 +78,24 @@ def worker_ours(a: argparse.Namespace, advantage: str) -> dict:
     trainer = PPOTrainer(load_policy(a.policy, hp.value_model), load_reference(a.policy), tok, hp)
     scorer = RewardModelScorer.from_pretrained(a.reward_model)
     prompts = load_prompt_file(a.prompts)
+    held = sorted((p for p in prompts if is_heldout(p, 0.2)), key=lambda p: p.key)[:64]
+    train = [p for p in prompts if p not in held]
+    versions = iter(range(2, 10**6))
+    learner = Learner(trainer, scorer, held, GateConfig(eval_seed=a.seed + 4242), publish=lambda m: next(versions))
     rng = random.Random(a.seed)
     times, t0 = [], time.perf_counter()
+    learner.ensure_baseline()
     while time.perf_counter() - t0 < a.budget_s:
         t = time.perf_counter()
-        trainer.iteration(rng.sample(prompts, hp.rollout_prompts), scorer)
-        times.append(time.perf_counter() - t)
+        _, outcome = learner.step(rng.sample(train, hp.rollout_prompts))
+        if outcome is None:  # iterations with a gate evaluation are timed apart (the gate is not training)
+            times.append(time.perf_counter() - t)
+    train_s = time.perf_counter() - t0
+    learner.revert_to_published()  # the version the learner would serve
     trainer.policy.policy.save_pretrained(a.out)
     tok.save_pretrained(a.out)
-    return {"iteration_s": times, "train_s": time.perf_counter() - t0}
+    return {"iteration_s": times, "train_s": train_s, "published_version": learner.state.published_version,
+            "published_iteration": learner.state.published_iteration, "published_eval": learner.state.published_eval}
 
 
 def _timer_callback(budget_s: float, times: list[float], raise_on_budget: bool):
@@ -250,6 +266,7 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--reuse", action="store_true", help="include earlier results of systems not in --systems")
     p.add_argument("--worker", choices=SYSTEMS, help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -270,9 +287,22 @@ def main() -> int:
     eval_rows = load_rows(eval_path)[: a.eval_n]
     torch.set_num_threads(a.threads)
     results = {"sft": {"score": preference_score(a.policy, eval_rows)}}
+    if a.reuse:  # earlier runs of systems not named in --systems (same workdir and settings)
+        previous = json.loads((work / "result.json").read_text())["systems"] if (work / "result.json").exists() else {}
+        for system in SYSTEMS:
+            if system in a.systems.split(","):
+                continue
+            done = work / system / "scored.json"
+            if done.exists():
+                results[system] = json.loads(done.read_text())
+            elif system in previous:  # a result table written before scored.json existed
+                r = previous[system]
+                results[system] = {**r, "score": {"mean_score": r["score"], "ci95": r["ci95"],
+                                                  "thumbs_up_rate": r["thumbs_up_rate"]}}
     for system in a.systems.split(","):
         r = launch(system, a, work / system)
         r["score"] = preference_score(work / system, eval_rows)
+        (work / system / "scored.json").write_text(json.dumps(r))
         results[system] = r
         if not a.json:
             print(f"  {system}: {r['samples_per_s']:.1f} samples/s, score {r['score']['mean_score']:.3f}",

@@ -44,6 +44,9 @@ def setup_logging(service: str, level: str | None = None) -> None:
     root.setLevel((level or os.environ.get("RLHF_LOG_LEVEL", "INFO")).upper())
     # kafka-python is chatty at INFO about every connection attempt.
     logging.getLogger("kafka").setLevel(logging.WARNING)
+    # kafka-python 3 warns whenever its network task runs > 100 ms, which a busy CPU-bound
+    # service (training, generation) triggers constantly without anything being wrong.
+    logging.getLogger("kafka.net.selector").setLevel(logging.ERROR)
 
 
 def log_event(logger: logging.Logger, msg: str, level: int = logging.INFO, **fields: Any) -> None:

@@ -106,7 +106,7 @@ class PPOLearnerSettings(BaseSettings):
     """Size of the held-out prompt set."""
     eval_every: int = Field(default=5, ge=1)
     """Evaluate (and maybe publish) every this many iterations."""
-    kl_bound: float = Field(default=2.0, gt=0.0)
+    kl_bound: float = Field(default=1.5, gt=0.0)
     """The gate refuses a policy whose held-out KL to the reference (nats per answer) exceeds this."""
     score_tolerance: float = Field(default=0.0, ge=0.0)
     """The gate refuses a policy whose held-out reward score is below the published one minus this."""

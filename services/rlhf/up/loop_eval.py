@@ -11,7 +11,6 @@ import argparse
 import json
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -71,7 +70,10 @@ def run(args: argparse.Namespace) -> int:
             rates = " ".join(f"v{v}:{vt.rate:.0%}(n={vt.total:.0f})" for v, vt in fig.thumbs.items() if vt.rate is not None)
             print(f"[loop-eval] {t/60:5.1f} min  serving v{_int(fig.policy_version)}  thumbs-up {rates}  "
                   f"rm_acc={_f(fig.reward_accuracy)} ppo_kl={_f(fig.ppo_kl)}", flush=True)
-        manifests = _policy_manifests(endpoints.redis)
+        # Copy every published version to disk while Redis still runs; evaluate once the loop stopped
+        # (so the offline evaluation has the CPU to itself and does not slow the loop down).
+        versions_dir = system.run_dir / "policy-versions"
+        manifests = _fetch_policy_versions(endpoints.redis, versions_dir)
     finally:
         system.stop()
     report = build_report(args, system, manifests, last, timeline, milestones)
@@ -94,12 +96,17 @@ def _milestones(m: dict[str, float], prev: Figures | None, cur: Figures, t: floa
         m.setdefault("first_swap", t)
 
 
-def _policy_manifests(redis_url: str) -> list:
+def _fetch_policy_versions(redis_url: str, out: Path) -> list[tuple[object, Path]]:
+    """(manifest, HF directory) of every policy version still in the store, oldest first."""
     from rlhf.common.registry import WeightStore
     from rlhf.common.settings import RedisSettings
 
     store = WeightStore(RedisSettings(url=redis_url), kind="policy")
-    return [(store.manifest(v), store) for v in store.list_versions()]
+    fetched = []
+    for version in store.list_versions():
+        path = out / f"v{version}"
+        fetched.append((store.fetch_to_hf_dir(path, version), path))
+    return fetched
 
 
 def build_report(args, system: LocalSystem, manifests: list, last: Figures | None, timeline: list[dict],
@@ -107,31 +114,29 @@ def build_report(args, system: LocalSystem, manifests: list, last: Figures | Non
     thumbs = last.thumbs if last else {}
     rows: list[VersionRow] = []
     prompts = system.world_dir / "prompts.jsonl"
-    with tempfile.TemporaryDirectory() as tmp:
-        for manifest, store in manifests:
-            vt = thumbs.get(str(manifest.version))
-            metrics = manifest.metrics or {}
-            row = VersionRow(
-                version=manifest.version,
-                published_at_s=None,
-                parent_version=manifest.parent_version,
-                thumbs_up=vt.up if vt else 0.0,
-                thumbs_down=vt.down if vt else 0.0,
-                thumbs_up_rate=vt.rate if vt and vt.total >= MIN_THUMBS_FOR_RATE else None,
-                kl=_maybe_float(metrics.get("kl")),
-                reward=_maybe_float(metrics.get("reward")),
-                reward_model_version=metrics.get("reward_model_version"),
-            )
-            policy_dir = Path(tmp) / f"v{manifest.version}"
-            try:
-                store.fetch_to_hf_dir(policy_dir, manifest.version)
-                result = offline_eval(policy_dir, args.preference, prompts, args.eval_samples, args.seed)
-                row.offline_score = result.get("mean_score")
-                row.offline_score_ci95 = result.get("ci95")
-                row.offline_thumbs_up_rate = result.get("thumbs_up_rate")
-            except Exception as exc:  # a version that cannot be evaluated is reported, not fatal
-                print(f"[loop-eval] could not evaluate v{manifest.version}: {exc}")
-            rows.append(row)
+    for manifest, policy_dir in manifests:
+        vt = thumbs.get(str(manifest.version))
+        metrics = manifest.metrics or {}
+        row = VersionRow(
+            version=manifest.version,
+            published_at_s=None,
+            parent_version=manifest.parent_version,
+            thumbs_up=vt.up if vt else 0.0,
+            thumbs_down=vt.down if vt else 0.0,
+            thumbs_up_rate=vt.rate if vt and vt.total >= MIN_THUMBS_FOR_RATE else None,
+            kl=_maybe_float(metrics.get("kl")),
+            reward=_maybe_float(metrics.get("reward")),
+            reward_model_version=metrics.get("reward_model_version"),
+        )
+        try:
+            print(f"[loop-eval] evaluating policy v{manifest.version} offline ...", flush=True)
+            result = offline_eval(policy_dir, args.preference, prompts, args.eval_samples, args.seed)
+            row.offline_score = result.get("mean_score")
+            row.offline_score_ci95 = result.get("ci95")
+            row.offline_thumbs_up_rate = result.get("thumbs_up_rate")
+        except Exception as exc:  # a version that cannot be evaluated is reported, not fatal
+            print(f"[loop-eval] could not evaluate v{manifest.version}: {exc}")
+        rows.append(row)
     rows.sort(key=lambda r: r.version)
     rated = [r for r in rows if r.thumbs_up_rate is not None]
     scored = [r for r in rows if r.offline_score is not None]

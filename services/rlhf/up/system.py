@@ -139,6 +139,10 @@ class LocalSystem:
             "KAFKA_SESSION_TIMEOUT_MS": os.environ.get("KAFKA_SESSION_TIMEOUT_MS", "2000"),
             "KAFKA_HEARTBEAT_INTERVAL_MS": os.environ.get("KAFKA_HEARTBEAT_INTERVAL_MS", "200"),
             "KAFKA_SPOOL_DIR": str(self.run_dir / "spool"),
+            # Several CPU-bound processes share the machine: one torch thread each avoids
+            # oversubscription (measured: 2 threads per process under contention ran up to 30x slower).
+            **{var: os.environ.get(var, "1") for var in
+               ("RLHF_INFERENCE_TORCH_THREADS", "RLHF_REWARD_TORCH_THREADS", "RLHF_PPO_TORCH_THREADS")},
             **self.opts.service_env,
         }
         # With the embedded (memory-only) broker and Redis every run starts empty, so learner
