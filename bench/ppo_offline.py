@@ -27,11 +27,18 @@ from pathlib import Path
 # Before torch loads OpenMP: spinning threads on shared cores are 10x slower (rlhf/ppo_learner/__init__.py).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import torch  # noqa: E402
+import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from ppo_setup import EVAL_SEED, TRAIN_SEED, load_rows, preference_score, prompt_file, reward_model  # noqa: E402
+from ppo_setup import (
+    EVAL_SEED,
+    TRAIN_SEED,
+    load_rows,
+    preference_score,
+    prompt_file,
+    reward_model,
+)
 
 
 def main() -> int:

@@ -22,9 +22,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reward_feedback import rated_answers, simulate_feedback, world_prompts  # noqa: E402
-
-from rlhf.common.events import wrap  # noqa: E402
+from reward_feedback import rated_answers, simulate_feedback, world_prompts
+from rlhf.common.events import wrap
 
 RM_SEED, TRAIN_SEED, EVAL_SEED = 11, 12, 0
 
@@ -34,8 +33,7 @@ def prompt_file(seed: int, n: int, path: Path) -> Path:
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w") as f:
-            for row in world_prompts(n, seed=seed):
-                f.write(json.dumps(row) + "\n")
+            f.writelines(json.dumps(row) + "\n" for row in world_prompts(n, seed=seed))
     return path
 
 

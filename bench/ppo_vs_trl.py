@@ -37,7 +37,7 @@ from pathlib import Path
 # Before torch loads OpenMP: spinning threads on shared cores are 10x slower (rlhf/ppo_learner/__init__.py).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import torch  # noqa: E402
+import torch
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -120,11 +120,10 @@ def _timer_callback(budget_s: float, times: list[float], raise_on_budget: bool):
 
 def worker_trl_rloo(a: argparse.Namespace) -> dict:
     from datasets import Dataset
-    from trl import RLOOConfig, RLOOTrainer
-
     from rlhf.ppo_learner.models import load_tokenizer
     from rlhf.ppo_learner.prompts import Prompt
     from rlhf.ppo_learner.rollout import RewardModelScorer
+    from trl import RLOOConfig, RLOOTrainer
 
     scorer = RewardModelScorer.from_pretrained(a.reward_model)
 
@@ -157,12 +156,11 @@ def worker_trl_rloo(a: argparse.Namespace) -> dict:
 
 def worker_trl_ppo(a: argparse.Namespace) -> dict:
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
-    from trl.experimental.ppo import PPOConfig, PPOTrainer
-
     from rlhf.ppo_learner.models import load_tokenizer
     from rlhf.ppo_learner.prompts import Prompt
     from rlhf.ppo_learner.rollout import render_prompt
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+    from trl.experimental.ppo import PPOConfig, PPOTrainer
 
     tok = load_tokenizer(a.policy)
     rows = _prompt_rows(a.prompts)
@@ -273,7 +271,14 @@ def main() -> int:
     if a.worker:
         return run_worker(a)
 
-    from ppo_setup import EVAL_SEED, TRAIN_SEED, load_rows, preference_score, prompt_file, reward_model
+    from ppo_setup import (
+        EVAL_SEED,
+        TRAIN_SEED,
+        load_rows,
+        preference_score,
+        prompt_file,
+        reward_model,
+    )
 
     work = Path(a.workdir)
     a.prompts = a.prompts or str(prompt_file(TRAIN_SEED, 400, work / "train_prompts.jsonl"))

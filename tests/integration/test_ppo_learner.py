@@ -14,7 +14,6 @@ import time
 import grpc
 import pytest
 from prometheus_client import CollectorRegistry
-
 from rlhf.common.registry import WeightStore
 from rlhf.common.settings import KafkaSettings, RedisSettings
 from rlhf.inference.local import ServerThread, local_config

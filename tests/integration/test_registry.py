@@ -215,12 +215,13 @@ def test_rollback_and_retention(stack, redis_prefix):
     store = make_store(stack.redis_url, redis_prefix, keep_last=2)
     for v in range(1, 5):
         store.publish_state_dict(filled(float(v), mib=0.1), parent_version=v - 1 or None)
-    assert store.list_versions() == [3, 4]
+    # v1 has no parent (the SFT policy, PPO's KL reference): a root is never pruned.
+    assert store.list_versions() == [1, 3, 4]
     r = redis.Redis.from_url(stack.redis_url)
-    assert not list(r.scan_iter(match=f"{redis_prefix}:policy:v1:*"))
+    assert list(r.scan_iter(match=f"{redis_prefix}:policy:v1:*"))
     assert not list(r.scan_iter(match=f"{redis_prefix}:policy:v2:*"))
     with pytest.raises(VersionNotFound):
-        store.rollback(1)
+        store.rollback(2)
 
     pubsub = r.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe(store.channel)
@@ -234,10 +235,10 @@ def test_rollback_and_retention(stack, redis_prefix):
     store.publish_state_dict(filled(5.0, mib=0.1), parent_version=4)
     store.rollback(4)
     store.publish_state_dict(filled(6.0, mib=0.1), parent_version=5)
-    assert store.list_versions() == [5, 6]
+    assert store.list_versions() == [1, 5, 6]
     store.settings.keep_last = 1
     store.rollback(5)
-    assert store.prune() == [] and store.list_versions() == [5, 6]
+    assert store.prune() == [] and store.list_versions() == [1, 5, 6]
     pubsub.close()
 
 

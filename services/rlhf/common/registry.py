@@ -393,9 +393,19 @@ class WeightStore:
         return manifest
 
     def prune(self) -> list[int]:
-        """Delete versions beyond the last `keep_last`, except the current one. Returns the deleted versions."""
+        """Delete versions beyond the last `keep_last`, except the current one and root versions.
+
+        A root version (no parent: the SFT policy) is the PPO learner's frozen KL reference and
+        the rollback of last resort, so it is never pruned. Returns the deleted versions.
+        """
         versions = self.list_versions()
         keep = set(versions[-self.settings.keep_last:])
+        for version in versions:
+            try:
+                if self.manifest(version).parent_version is None:
+                    keep.add(version)
+            except (VersionNotFound, CorruptVersion):
+                continue
         current = self.current_version()
         if current is not None:
             keep.add(current)

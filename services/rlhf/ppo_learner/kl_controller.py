@@ -48,7 +48,7 @@ class FixedKLController:
 
     beta: float
 
-    def update(self, kl: float, n_steps: int) -> float:  # noqa: ARG002 (same interface as adaptive)
+    def update(self, kl: float, n_steps: int) -> float:
         return self.beta
 
     def state_dict(self) -> dict:

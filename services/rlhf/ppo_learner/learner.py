@@ -19,7 +19,12 @@ import torch
 
 from rlhf.common.logs import log_event
 from rlhf.ppo_learner import checkpoint
-from rlhf.ppo_learner.distributed import World, barrier, broadcast_module, broadcast_object
+from rlhf.ppo_learner.distributed import (
+    World,
+    barrier,
+    broadcast_module,
+    broadcast_object,
+)
 from rlhf.ppo_learner.gate import EvalResult, GateDecision, decide, evaluate
 from rlhf.ppo_learner.models import load_policy
 from rlhf.ppo_learner.prompts import Prompt

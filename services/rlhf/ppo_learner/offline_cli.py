@@ -71,7 +71,12 @@ def run(args: argparse.Namespace) -> int:
     from rlhf.ppo_learner import checkpoint
     from rlhf.ppo_learner.distributed import init_from_env, replicas_in_sync, shutdown
     from rlhf.ppo_learner.learner import GateConfig, Learner
-    from rlhf.ppo_learner.models import load_policy, load_reference, load_tokenizer, set_threads
+    from rlhf.ppo_learner.models import (
+        load_policy,
+        load_reference,
+        load_tokenizer,
+        set_threads,
+    )
     from rlhf.ppo_learner.plot import plot_run
     from rlhf.ppo_learner.prompts import is_heldout, load_prompt_file
     from rlhf.ppo_learner.rollout import RewardModelScorer
@@ -136,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
     if world.is_main:
         log_event(log, "baseline", score=baseline.score, kl=baseline.kl, n=baseline.n, threads=threads,
                   workers=world.world_size, train_prompts=len(train_prompts), eval_prompts=len(eval_prompts))
-    metrics_file = open(out / "metrics.jsonl", "a") if world.is_main else None
+    metrics_file = open(out / "metrics.jsonl", "a") if world.is_main else None  # noqa: SIM115 (open for the run)
     if metrics_file and ckpt is None:
         metrics_file.write(json.dumps({"iteration": 0, "eval": baseline.to_json(), "publish": True, "version": 1,
                                        "reason": "starting policy"}) + "\n")
@@ -162,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
     in_sync = replicas_in_sync(world, trainer.policy)
     if world.is_main:
         metrics_file.close()
-        records = [json.loads(line) for line in open(out / "metrics.jsonl") if line.strip()]
+        records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
         plot_run(records, out / "ppo.png", kl_target=hp.kl_target, kl_bound=gate.kl_bound,
                  title=f"PPO ({hp.advantage}), {world.world_size} worker(s)")
         summary = {

@@ -178,8 +178,7 @@ class PromptJournal:
         if not items:
             return
         with open(self.path, "a", encoding="utf-8") as f:
-            for prompt, seen_at in items:
-                f.write(json.dumps({**prompt.to_json(), "seen_at": seen_at}) + "\n")
+            f.writelines(json.dumps({**prompt.to_json(), "seen_at": seen_at}) + "\n" for prompt, seen_at in items)
             f.flush()
             os.fsync(f.fileno())
         self._lines += len(items)
@@ -206,8 +205,7 @@ class PromptJournal:
         tmp = self.path.with_suffix(".tmp")
         items = pool.items()
         with open(tmp, "w", encoding="utf-8") as f:
-            for prompt, seen_at in items:
-                f.write(json.dumps({**prompt.to_json(), "seen_at": seen_at}) + "\n")
+            f.writelines(json.dumps({**prompt.to_json(), "seen_at": seen_at}) + "\n" for prompt, seen_at in items)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)

@@ -19,7 +19,11 @@ from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from rlhf.ppo_learner.losses import logprobs_from_logits
 from rlhf.ppo_learner.prompts import Prompt
-from rlhf.ppo_learner.value_head import PolicyWithValue, position_ids_from_mask, response_logits
+from rlhf.ppo_learner.value_head import (
+    PolicyWithValue,
+    position_ids_from_mask,
+    response_logits,
+)
 from rlhf.reward_trainer.model import RewardModel
 from rlhf.reward_trainer.pairs import Side
 

@@ -15,13 +15,13 @@ store and publishes; all ranks train (see `distributed.py`).
 from __future__ import annotations
 
 import logging
-import random
 import shutil
 import tempfile
 import threading
 import time
 from pathlib import Path
 
+import redis
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from rlhf.common.consumer import ConsumedEvent, ConsumerLoop
@@ -32,11 +32,28 @@ from rlhf.common.settings import KafkaSettings, RedisSettings, SettingsError, lo
 from rlhf.common.weights import CorruptVersion
 from rlhf.common.weights_settings import WeightStoreSettings
 from rlhf.ppo_learner import checkpoint
-from rlhf.ppo_learner.distributed import World, broadcast_object, init_from_env, shutdown
+from rlhf.ppo_learner.distributed import (
+    World,
+    broadcast_object,
+    init_from_env,
+    shutdown,
+)
 from rlhf.ppo_learner.learner import GateConfig, Learner
 from rlhf.ppo_learner.metrics import PPOMetrics
-from rlhf.ppo_learner.models import load_policy, load_reference, load_tokenizer, set_threads
-from rlhf.ppo_learner.prompts import Prompt, PromptJournal, PromptPool, is_heldout, load_prompt_file, prompt_from_chat
+from rlhf.ppo_learner.models import (
+    load_policy,
+    load_reference,
+    load_tokenizer,
+    set_threads,
+)
+from rlhf.ppo_learner.prompts import (
+    Prompt,
+    PromptJournal,
+    PromptPool,
+    is_heldout,
+    load_prompt_file,
+    prompt_from_chat,
+)
 from rlhf.ppo_learner.rollout import RewardModelScorer
 from rlhf.ppo_learner.settings import PPOHyperparams, PPOLearnerSettings
 from rlhf.ppo_learner.trainer import PPOTrainer
@@ -78,9 +95,9 @@ class PPOLearnerService:
     def _offer(self, prompt: Prompt, seen_at: float | None = None) -> bool:
         """Route a prompt to the held-out set or the training pool; True if it went to the pool."""
         if is_heldout(prompt, HELDOUT_FRACTION):
-            if not self.eval_frozen and len(self.eval_prompts) < self.settings.eval_prompts:
-                if prompt.key not in {p.key for p in self.eval_prompts}:
-                    self.eval_prompts.append(prompt)
+            room = not self.eval_frozen and len(self.eval_prompts) < self.settings.eval_prompts
+            if room and prompt.key not in {p.key for p in self.eval_prompts}:
+                self.eval_prompts.append(prompt)
             return False
         self.pool.add(prompt, seen_at)
         return True
@@ -286,7 +303,7 @@ class PPOLearnerService:
         if self.world.is_main:
             try:
                 versions = (self.reward_store.current_version(), self.policy_store.current_version())
-            except Exception as exc:  # Redis away: keep training with what we have
+            except (redis.RedisError, OSError) as exc:  # Redis away: keep training with what we have
                 log_event(log, "weight store unreachable; keeping current models", logging.WARNING, error=repr(exc))
         versions = broadcast_object(self.world, versions)
         if versions is None:

@@ -41,8 +41,10 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    # Keep every version in the store so the report can evaluate each one offline.
     system = LocalSystem(UpOptions(cache_dir=args.cache_dir, simulate_users=args.users,
-                                   preference=args.preference, seed=args.seed))
+                                   preference=args.preference, seed=args.seed,
+                                   service_env={"RLHF_WEIGHTS_KEEP_LAST": "1000"}))
     try:
         endpoints = system.start(say=lambda m: print(f"[loop-eval] {m}", flush=True))
     except (UpError, MissingBinary, RuntimeError, TimeoutError) as exc:

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from rlhf.ppo_learner.models import load_policy, load_reference, load_tokenizer
 from rlhf.ppo_learner.prompts import load_prompt_file
 from rlhf.reward_trainer.model import RewardModel

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import pytest
-
-from rlhf.ppo_learner.kl_controller import AdaptiveKLController, FixedKLController, make_kl_controller
+from rlhf.ppo_learner.kl_controller import (
+    AdaptiveKLController,
+    FixedKLController,
+    make_kl_controller,
+)
 
 
 def test_beta_rises_when_kl_above_target_and_falls_when_below():

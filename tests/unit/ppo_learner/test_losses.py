@@ -5,7 +5,6 @@ import math
 
 import pytest
 import torch
-
 from rlhf.ppo_learner import losses
 
 

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import json
 
-from transformers import AutoModelForCausalLM
-
 from rlhf.cli import main
+from transformers import AutoModelForCausalLM
 
 
 def test_offline_run_writes_outputs_and_resumes(tiny_policy_dir, tiny_reward_dir, tmp_path):

@@ -6,7 +6,6 @@ import random
 from collections import Counter
 
 import pytest
-
 from rlhf.ppo_learner.prompts import (
     Prompt,
     PromptJournal,
@@ -107,7 +106,7 @@ def test_journal_rebuilds_pool_and_ignores_torn_line(tmp_path):
         f.write('{"messages": [{"role": "user", "con')  # crash mid-write
     pool = PromptPool(capacity=10, half_life_s=60, clock=Clock())
     assert PromptJournal(tmp_path / "j.jsonl").replay_into(pool) == 3
-    assert dict((p.messages[0][1], t) for p, t in pool.items()) == {"a": 12.0, "b": 11.0}
+    assert {p.messages[0][1]: t for p, t in pool.items()} == {"a": 12.0, "b": 11.0}
 
 
 def test_journal_compacts_to_pool_contents(tmp_path):

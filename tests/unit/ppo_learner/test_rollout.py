@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import torch
-
 from rlhf.ppo_learner.losses import logprobs_from_logits
 from rlhf.ppo_learner.rollout import RewardModelScorer, collect, encode_prompts
 from rlhf.ppo_learner.value_head import position_ids_from_mask
@@ -16,7 +15,7 @@ def test_encode_prompts_left_pads(tiny_models, tiny_prompts):
     assert lengths.min() < lengths.max()  # real prompts differ in length, so padding is exercised
     short = int(lengths.argmin())
     assert (ids[short, : ids.shape[1] - int(lengths[short])] == tok.pad_token_id).all()
-    ids8, mask8 = encode_prompts(tok, tiny_prompts[:4], max_prompt_tokens=8)
+    ids8, _ = encode_prompts(tok, tiny_prompts[:4], max_prompt_tokens=8)
     assert ids8.shape[1] == 8 and (ids8[:, -3:] == ids[:, -3:]).all()  # truncation keeps the end
 
 

@@ -5,7 +5,6 @@ import json
 
 import pytest
 from prometheus_client import CollectorRegistry
-
 from rlhf.common.settings import SettingsError, load
 from rlhf.ppo_learner.gate import EvalResult
 from rlhf.ppo_learner.metrics import PPOMetrics

@@ -5,7 +5,6 @@ import random
 
 import pytest
 import torch
-
 from rlhf.ppo_learner.gate import EvalResult, decide
 from rlhf.ppo_learner.settings import PPOHyperparams
 from rlhf.ppo_learner.trainer import PPOTrainer
