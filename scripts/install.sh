@@ -6,11 +6,16 @@ cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
 
-if ! command -v redis-server >/dev/null 2>&1; then
-  echo "[install] redis-server missing: installing from Debian"
+# Debian packages: redis-server (the local stack and tests) and promtool (from `prometheus`:
+# the deploy tests check the alert rules and run their unit tests with it).
+APT_PKGS=()
+command -v redis-server >/dev/null 2>&1 || APT_PKGS+=(redis-server)
+command -v promtool >/dev/null 2>&1 || APT_PKGS+=(prometheus)
+if [ ${#APT_PKGS[@]} -gt 0 ]; then
+  echo "[install] installing from Debian: ${APT_PKGS[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq redis-server >/dev/null
+  apt-get install -y -qq --no-install-recommends "${APT_PKGS[@]}" >/dev/null
 fi
 
 # torch first and pinned: a constraint keeps every later install from replacing it

@@ -70,8 +70,9 @@ ROWS: list[tuple[str, list[Panel]]] = [
     ]),
     ("What users think", [
         Panel("Thumbs-up rate per policy version", [
-            ('sum by (policy_version) (increase(rlhf_inference_feedback_total{kind="thumb",value="up"}[1h]))'
-             ' / sum by (policy_version) (increase(rlhf_inference_feedback_total{kind="thumb"}[1h]))', "v{{policy_version}} (last hour)"),
+            (('sum by (policy_version) (increase(rlhf_inference_feedback_total{kind="thumb",value="up"}[1h]))'
+              ' / sum by (policy_version) (increase(rlhf_inference_feedback_total{kind="thumb"}[1h]))'),
+             "v{{policy_version}} (last hour)"),
             ("avg by (policy_version) (rlhf_inference_thumbs_up_ratio)", "v{{policy_version}} (since replica start)"),
         ], "percentunit", "Share of thumbs that were up, per policy version that wrote the answer: the number RLHF is meant to raise.",
               width=12, extra={"fieldConfig": {"defaults": {"min": 0, "max": 1}}}),

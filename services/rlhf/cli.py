@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("rlhf.simulate.cli", "simulated users with a hidden preference, over the real gRPC API"),
     "evaluate": ("rlhf.evaluate.cli", "offline preference score of a policy on held-out prompts"),
     "chat": ("rlhf.chat_cli", "interactive terminal client of the chat API"),
+    "weights": ("rlhf.weights_cli", "list policy/reward versions in the weight store, or roll back"),
     "rm-score": ("rlhf.reward_trainer.score_cli", "score prompt/answer pairs with a reward-model version"),
     "ppo": ("rlhf.ppo_learner.offline_cli", "offline PPO without Kafka or Redis"),
     "loop-eval": ("rlhf.up.loop_eval", "run the closed loop for a fixed budget and write a report"),

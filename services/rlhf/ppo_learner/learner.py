@@ -105,10 +105,18 @@ class Learner:
         )
 
     def ensure_baseline(self) -> EvalResult:
-        """Measure the published (starting) policy, once, so the first candidate has a bar to clear."""
+        """Measure the published policy (its weights, not the candidate's), once, so a candidate has a bar to clear."""
         if self.state.published_eval is None:
-            self.state.published_eval = self.evaluate().to_json()
+            self.state.published_eval = self._evaluate_published().to_json()
         return EvalResult(**self.state.published_eval)
+
+    def _evaluate_published(self) -> EvalResult:
+        current = self._snapshot()
+        self.trainer.policy.load_state_dict(self._published_weights)
+        try:
+            return self.evaluate()
+        finally:
+            self.trainer.policy.load_state_dict(current)
 
     def gate_and_publish(self, stats: IterationStats) -> GateOutcome:
         published = self.ensure_baseline()
@@ -155,10 +163,7 @@ class Learner:
         """Switch to a new reward-model version; re-measure the published policy on its scale."""
         self.scorer = scorer
         self.state.reward_version = reward_version
-        current = self._snapshot()
-        self.trainer.policy.load_state_dict(self._published_weights)
-        self.state.published_eval = self.evaluate().to_json()
-        self.trainer.policy.load_state_dict(current)
+        self.state.published_eval = self._evaluate_published().to_json()
 
     def rebase(self, version: int) -> None:
         """Adopt weights now in the policy as the published base (e.g. fetched from the store)."""

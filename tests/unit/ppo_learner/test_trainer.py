@@ -64,3 +64,24 @@ def test_gate_decisions():
     refusal = decide(drifted, published, kl_bound=10, tolerance=0)
     assert not refusal.publish and "KL" in refusal.reason
     assert decide(better, None, kl_bound=10, tolerance=0).publish
+
+
+def test_gate_measures_the_published_weights_not_the_candidate(tiny_models, tiny_prompts):
+    """The bar a candidate must clear is the published policy's score, even when first measured late."""
+    from rlhf.ppo_learner.learner import GateConfig, Learner
+
+    tok, policy, ref = tiny_models
+    hp = PPOHyperparams(rollout_prompts=8, max_new_tokens=16, learning_rate=1e-3, init_beta=0.01)
+    trainer = PPOTrainer(policy, ref, tok, hp)
+    published = []
+    learner = Learner(trainer, brevity, tiny_prompts[:8], GateConfig(eval_every=3, kl_bound=1e6),
+                      publish=lambda metrics: published.append(metrics) or 2)
+    before = learner.evaluate()  # the starting (published) weights
+    rng = random.Random(0)
+    for _ in range(3):
+        _, outcome = learner.step(rng.sample(tiny_prompts, 8))
+    assert outcome is not None
+    assert learner.state.history[0]["eval"]["score"] == outcome.evaluation.score
+    # The baseline was measured on the published weights: equal to `before`, not to the candidate.
+    assert outcome.evaluation.score != pytest.approx(before.score)
+    assert outcome.decision.publish == (outcome.evaluation.score >= before.score)
