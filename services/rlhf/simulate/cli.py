@@ -21,7 +21,8 @@ from rlhf.world.files import DataError, load_prompts
 
 _FLAGS = {"target": "--target", "users": "--users", "duration_s": "--duration", "preference": "--preference",
           "prompts": "--prompts", "seed": "--seed", "think_time_s": "--think-time", "p_compare": "--p-compare",
-          "p_stream": "--p-stream", "p_comment": "--p-comment", "api_key": "--api-key"}
+          "p_stream": "--p-stream", "p_comment": "--p-comment", "api_key": "--api-key",
+          "turns_per_identity": "--turns-per-identity"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

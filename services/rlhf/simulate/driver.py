@@ -99,6 +99,7 @@ class SimulatedUser:
 
     def __init__(self, index: int, stub: chat_pb2_grpc.ChatServiceStub, preference: Preference,
                  prompts: PromptSource, s: SimulateSettings, stats: Stats) -> None:
+        self.index, self.identity, self.turns_as_identity = index, 0, 0
         self.user_id = f"sim-{s.seed}-{index}"
         self.rng = random.Random(f"{s.seed}-{index}")
         self.stub, self.preference, self.prompts, self.s, self.stats = stub, preference, prompts, s, stats
@@ -130,7 +131,16 @@ class SimulatedUser:
         r = await self.stub.Chat(req, timeout=self.s.timeout_s, metadata=self.metadata)
         return r.response_id, r.text, r.policy_version
 
+    def _next_identity_if_due(self) -> None:
+        """Between turns only: feedback on an answer must come from the user it was served to."""
+        if self.s.turns_per_identity and self.turns_as_identity >= self.s.turns_per_identity:
+            self.identity += 1
+            self.turns_as_identity = 0
+            self.user_id = f"sim-{self.s.seed}-{self.index}-{self.identity}"
+
     async def turn(self) -> None:
+        self._next_identity_if_due()
+        self.turns_as_identity += 1
         prompt, scenario = self.prompts.pick(self.rng)
         self.stats.turns += 1
         if self.rng.random() < self.s.p_compare:

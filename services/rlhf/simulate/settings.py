@@ -24,6 +24,10 @@ class SimulateSettings(BaseSettings):
     """Prompts JSONL with scenarios (prompts.jsonl). Empty: users make up fresh prompts from the world generator."""
     seed: int = 0
     """Seed of every user's choices (user i uses seed + i)."""
+    turns_per_identity: int = Field(default=20, ge=0)
+    """Turns after which a simulated session continues as a new pseudonymous end user (0: never).
+    Each of the `users` sessions stands for a stream of real people, not one person chatting
+    non-stop, so the reward trainer's per-user flood cap (`RLHF_REWARD_USER_CAP`) sees realistic traffic."""
     think_time_s: float = Field(default=0.2, ge=0)
     """Mean pause between a user's actions (exponentially distributed)."""
     p_compare: float = Field(default=0.2, ge=0, le=1)

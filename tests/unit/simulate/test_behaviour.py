@@ -42,3 +42,16 @@ def test_comments_name_the_main_flaw():
     assert "rude" in comment(rude, scenario, 0.6, rng)
     wrong = compose_answer(scenario, Variant(correct=False), rng)
     assert "asked" in comment(wrong, scenario, 0.15, random.Random(0)) or "different" in comment(wrong, scenario, 0.15, random.Random(0))
+
+
+def test_a_simulated_session_moves_to_a_new_identity_between_turns():
+    from rlhf.simulate.driver import PromptSource, SimulatedUser, Stats
+    from rlhf.simulate.settings import SimulateSettings
+
+    user = SimulatedUser(3, None, lambda *_: 0.5, PromptSource(), SimulateSettings(turns_per_identity=2), Stats())
+    seen = []
+    for _ in range(5):
+        user._next_identity_if_due()
+        user.turns_as_identity += 1
+        seen.append(user.user_id)
+    assert seen == ["sim-0-3", "sim-0-3", "sim-0-3-1", "sim-0-3-1", "sim-0-3-2"]
