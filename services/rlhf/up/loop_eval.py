@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         system.stop()
         return 1
     started = time.monotonic()
+    started_wall = time.time()
     timeline: list[dict] = []
     milestones: dict[str, float] = {}
     prev: Figures | None = None
@@ -78,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         manifests = _fetch_policy_versions(endpoints.redis, versions_dir)
     finally:
         system.stop()
-    report = build_report(args, system, manifests, last, timeline, milestones)
+    report = build_report(args, system, manifests, last, timeline, milestones, started_wall)
     path = write_report(report, args.report)
     print(f"[loop-eval] report: {path}")
     print(json.dumps({k: report.to_json()[k] for k in
@@ -112,7 +113,7 @@ def _fetch_policy_versions(redis_url: str, out: Path) -> list[tuple[object, Path
 
 
 def build_report(args, system: LocalSystem, manifests: list, last: Figures | None, timeline: list[dict],
-                 milestones: dict[str, float]) -> LoopReport:
+                 milestones: dict[str, float], started_wall: float) -> LoopReport:
     thumbs = last.thumbs if last else {}
     rows: list[VersionRow] = []
     prompts = system.world_dir / "prompts.jsonl"
@@ -121,14 +122,14 @@ def build_report(args, system: LocalSystem, manifests: list, last: Figures | Non
         metrics = manifest.metrics or {}
         row = VersionRow(
             version=manifest.version,
-            published_at_s=None,
+            published_at_s=max(0.0, manifest.created_at - started_wall),
             parent_version=manifest.parent_version,
             thumbs_up=vt.up if vt else 0.0,
             thumbs_down=vt.down if vt else 0.0,
             thumbs_up_rate=vt.rate if vt and vt.total >= MIN_THUMBS_FOR_RATE else None,
             kl=_maybe_float(metrics.get("kl")),
             reward=_maybe_float(metrics.get("reward")),
-            reward_model_version=metrics.get("reward_model_version"),
+            reward_model_version=_maybe_int(metrics.get("reward_model_version")),
         )
         try:
             print(f"[loop-eval] evaluating policy v{manifest.version} offline ...", flush=True)
@@ -191,6 +192,13 @@ def _diff(m: dict[str, float], a: str, b: str) -> float | None:
 def _maybe_float(v) -> float | None:
     try:
         return None if v is None else float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _maybe_int(v) -> int | None:
+    try:
+        return None if v is None else int(v)
     except (TypeError, ValueError):
         return None
 

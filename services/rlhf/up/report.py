@@ -120,9 +120,9 @@ def _plot_learners(report: LoopReport, out: Path) -> Path | None:
     axes[0].set_ylabel("RM held-out acc")
     axes[1].plot(t, [r.get("ppo_reward") for r in tl], color="tab:orange")
     axes[1].set_ylabel("PPO reward")
-    axes[2].plot(t, [r.get("ppo_kl") for r in tl], color="tab:red", label="KL")
+    axes[2].plot(t, [r.get("ppo_kl") for r in tl], color="tab:red", label="rollout KL")
     if report.kl_bound:
-        axes[2].axhline(report.kl_bound, ls="--", color="gray", label="bound")
+        axes[2].axhline(report.kl_bound, ls="--", color="gray", label="publish gate bound (held-out KL)")
     axes[2].set_ylabel("KL")
     axes[2].set_xlabel("minutes")
     axes[2].legend(loc="upper left")
