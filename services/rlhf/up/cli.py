@@ -31,7 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     console = Console()
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # SIGHUP too: closing the terminal must stop the stack, not orphan it.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda *_: stop.set())
     opts = UpOptions(cache_dir=args.cache_dir, simulate_users=args.simulate_users, preference=args.preference,
                      inference_port=args.inference_port, seed=args.seed)

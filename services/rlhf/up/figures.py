@@ -117,6 +117,10 @@ class EventLog:
 
     max_len: int = 12
     events: deque = field(default_factory=lambda: deque(maxlen=12))
+    # Feedback arrives every second; summed into one line per interval so version changes stay visible.
+    feedback_every_s: float = 15.0
+    _feedback_pending: float = 0.0
+    _feedback_since: float | None = None
 
     def observe(self, prev: Figures | None, cur: Figures, clock: str) -> None:
         if prev is None:
@@ -128,9 +132,13 @@ class EventLog:
             self.events.append(f"{clock} reward model published (held-out accuracy {acc})")
         if (cur.policy_versions_published or 0) > (prev.policy_versions_published or 0):
             self.events.append(f"{clock} PPO published a policy version (eval score {_fmt(cur.ppo_eval_score)})")
-        new_fb = cur.feedback_total - prev.feedback_total
-        if new_fb > 0:
-            self.events.append(f"{clock} {int(new_fb)} feedback events")
+        self._feedback_pending += max(0.0, cur.feedback_total - prev.feedback_total)
+        if self._feedback_since is None:
+            self._feedback_since = prev.t
+        if cur.t - self._feedback_since >= self.feedback_every_s and self._feedback_pending > 0:
+            secs = cur.t - self._feedback_since
+            self.events.append(f"{clock} {int(self._feedback_pending)} feedback events in the last {secs:.0f} s")
+            self._feedback_pending, self._feedback_since = 0.0, cur.t
 
 
 def _fmt(v: float | None, spec: str = ".3f") -> str:
