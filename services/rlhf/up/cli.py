@@ -49,10 +49,12 @@ def run(args: argparse.Namespace) -> int:
     deadline = time.monotonic() + args.duration if args.duration > 0 else None
     try:
         watch(system, endpoints.metrics, stop, deadline, console, live=not args.no_view)
+    except OSError:
+        pass  # the terminal went away (SIGHUP): still stop everything below
     finally:
-        console.print("stopping ...")
+        _say(console, "stopping ...")
         system.stop()
-        console.print("stopped; no process left behind")
+        _say(console, "stopped; no process left behind")
     dead = [c.spec.name for c in system.supervisor.dead()]
     return 1 if dead else 0
 
@@ -88,6 +90,14 @@ def watch(system: LocalSystem, metrics: dict[str, str], stop: threading.Event, d
                 rates = " ".join(f"v{v}:{t.rate:.0%}" for v, t in fig.thumbs.items() if t.rate is not None)
                 console.print(f"policy v{fig.policy_version} rps={fig.requests_per_s} thumbs-up {rates} "
                               f"rm_acc={fig.reward_accuracy} ppo_kl={fig.ppo_kl}")
+
+
+def _say(console: Console, text: str) -> None:
+    """Print unless the terminal is gone: cleanup must not depend on a writable tty."""
+    try:
+        console.print(text)
+    except OSError:
+        pass
 
 
 class _Null:
