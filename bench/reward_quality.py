@@ -52,7 +52,7 @@ def oracle_accuracy(pairs: list[Pair], score: dict[tuple[str, str], float]) -> f
 
 def eval_pairs(events, settings: PairSettings) -> list[Pair]:
     builder = PairBuilder(settings.model_copy(update={"heldout_fraction": 0.0}))
-    return [p for e in events for p in builder.add(e)]
+    return [p for e in events for p in builder.add(e) if p.kind != "anchor"]  # answer-against-answer only
 
 
 def records(events, start: int) -> list[JournalRecord]:

@@ -77,12 +77,18 @@ def test_alerts_cover_what_an_operator_must_know():
         assert rule["annotations"]["summary"] and rule["annotations"]["description"], rule["alert"]
 
 
-def test_kl_alert_uses_the_learners_bound():
-    from rlhf.ppo_learner.settings import PPOLearnerSettings
+def test_kl_alert_compares_with_the_bound_the_learner_exports():
+    """No number to keep in step with RLHF_PPO_KL_BOUND: the learner exports its bound and the rule reads it."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from rlhf.ppo_learner.metrics import PPOMetrics
 
     (rule,) = [r for r in alert_rules() if r["alert"] == "RlhfKLAboveBound"]
-    threshold = float(rule["expr"].rsplit(">", 1)[1])
-    assert threshold == PPOLearnerSettings.model_fields["kl_bound"].default
+    left, right = rule["expr"].split(">", 1)
+    assert "rlhf_ppo_kl)" in left and "rlhf_ppo_kl_bound" in right
+    registry = CollectorRegistry()
+    PPOMetrics(registry)
+    assert "rlhf_ppo_kl_bound" in generate_latest(registry).decode()
 
 
 def _check_exprs(where_exprs: list[tuple[str, str]]) -> list[str]:

@@ -87,6 +87,8 @@ class PPOLearnerService:
         self.eval_frozen = False
         self.health = Health()
         self.metrics = PPOMetrics(registry) if self.world.is_main else None
+        if self.metrics:
+            self.metrics.kl_bound.set(settings.kl_bound)
         self.consumed = 0
         self.learner: Learner | None = None
 

@@ -64,7 +64,7 @@ class Pair:
     rejected: Side
     feedback_ids: tuple[str, ...]
     kind: str
-    """"comparison" or "thumbs"."""
+    """"comparison", "thumbs" (an up and a down thumb) or "anchor" (one thumb against the empty answer)."""
     heldout: bool
     given_at_ms: int = 0
 
@@ -152,7 +152,7 @@ class PairBuilder:
 
     # -- one event --------------------------------------------------------
     def add(self, fb: events_pb2.FeedbackGiven) -> list[Pair]:
-        """Account for one feedback event; returns the pairs it completes (0 or 1)."""
+        """Account for one feedback event; returns the pairs it completes (0 to 2)."""
         fid = fb.feedback_id
         if not fid:
             self.counts["invalid"] += 1
@@ -210,6 +210,7 @@ class PairBuilder:
 
     def _add_thumb(self, fb: events_pb2.FeedbackGiven, heldout: bool) -> list[Pair]:
         side = side_of(fb, fb.answer)
+        anchored = self._anchor_pair(fb, side, heldout)
         me = _Waiting(fb.feedback_id, side, prompt_words(side.prompt, side.prompt_text), fb.given_at_unix_ms)
         other = chat_pb2.THUMB_DOWN if fb.thumb == chat_pb2.THUMB_UP else chat_pb2.THUMB_UP
         partner = self._best_partner(me, self._pools[(heldout, other)])
@@ -226,10 +227,10 @@ class PairBuilder:
                 if not gone.uses:
                     self.counts["thumb_expired"] += 1
         if partner is None:
-            return []
+            return anchored
         up, down = (me, partner) if fb.thumb == chat_pb2.THUMB_UP else (partner, me)
         self.counts["pairs_thumbs"] += 1
-        return [
+        return anchored + [
             Pair(
                 pair_id=f"t:{up.feedback_id}:{down.feedback_id}",
                 chosen=up.side,
@@ -240,6 +241,20 @@ class PairBuilder:
                 given_at_ms=max(up.given_at_ms, down.given_at_ms),
             )
         ]
+
+    def _anchor_pair(self, fb: events_pb2.FeedbackGiven, side: Side, heldout: bool) -> list[Pair]:
+        """The pointwise term as a pair against the empty answer (`thumb_anchor`); training side only.
+
+        Held-out anchored thumbs are not kept: held-out accuracy stays a measure
+        on real answer-against-answer judgements.
+        """
+        if not self.settings.thumb_anchor or heldout:
+            return []
+        empty = Side(prompt=side.prompt, answer="", prompt_text=side.prompt_text)
+        up = fb.thumb == chat_pb2.THUMB_UP
+        self.counts["pairs_anchor"] += 1
+        return [Pair(pair_id=f"a:{fb.feedback_id}", chosen=side if up else empty, rejected=empty if up else side,
+                     feedback_ids=(fb.feedback_id,), kind="anchor", heldout=False, given_at_ms=fb.given_at_unix_ms)]
 
     def _best_partner(self, me: _Waiting, pool: OrderedDict[str, _Waiting]) -> _Waiting | None:
         """Most similar waiting thumb (oldest first on ties), if similar enough."""

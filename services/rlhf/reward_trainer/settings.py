@@ -31,6 +31,8 @@ class PairSettings(BaseSettings):
     """Least word-set (Jaccard) similarity of two prompts for an up and a down thumb to be paired; 1.0 means the same prompt only."""
     thumb_reuse: int = Field(default=3, ge=1)
     """Pairs one thumb may take part in: up-thumbs are rarer than down-thumbs, so reusing them pairs most downs."""
+    thumb_anchor: bool = False
+    """Also train on each thumb alone (a pointwise term): an up must outscore, a down must underscore, the empty answer to the same prompt, whose score so becomes the model's thumbs threshold."""
     thumb_pool: int = Field(default=512, ge=2)
     """Unpaired thumbs kept waiting for a partner (per held-out/train side); the oldest are dropped beyond it."""
 

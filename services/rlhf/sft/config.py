@@ -13,7 +13,7 @@ class SFTConfig(BaseModel):
 
     seed: int = 0
     """Seed of initialisation, data order and report sampling."""
-    steps: int = Field(default=200, ge=1)
+    steps: int = Field(default=600, ge=1)
     """Optimizer steps (batches)."""
     batch_size: int = Field(default=32, ge=1)
     """Conversations per step."""

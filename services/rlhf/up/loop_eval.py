@@ -128,7 +128,8 @@ def build_report(args, system: LocalSystem, manifests: list, last: Figures | Non
             thumbs_up=vt.up if vt else 0.0,
             thumbs_down=vt.down if vt else 0.0,
             thumbs_up_rate=vt.rate if vt and vt.total >= MIN_THUMBS_FOR_RATE else None,
-            kl=_maybe_float(metrics.get("kl")),
+            kl=_maybe_float(metrics.get("eval_kl", metrics.get("kl"))),
+            rollout_kl=_maybe_float(metrics.get("kl")),
             reward=_maybe_float(metrics.get("reward")),
             reward_model_version=_maybe_int(metrics.get("reward_model_version")),
         )

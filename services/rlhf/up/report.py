@@ -23,6 +23,9 @@ class VersionRow:
     offline_score_ci95: list[float] | None = None
     offline_thumbs_up_rate: float | None = None
     kl: float | None = None
+    """KL to the SFT policy on the held-out prompts, as the publish gate measured it (what its bound limits)."""
+    rollout_kl: float | None = None
+    """KL of the training rollouts in the iteration that produced the version."""
     reward: float | None = None
     reward_model_version: int | None = None
 
@@ -59,18 +62,18 @@ def write_report(report: LoopReport, out: Path) -> Path:
         "|---|---|---|",
         f"| thumbs-up rate (live traffic) | {_pct(report.baseline_thumbs_up)} | {_pct(report.final_thumbs_up)} |",
         f"| offline preference score (held-out prompts) | {_num(report.baseline_score)} | {_num(report.final_score)} |",
-        f"| KL to the SFT policy | 0 | {_num(report.final_kl)} (bound {_num(report.kl_bound)}) |",
+        f"| KL to the SFT policy, held-out prompts | 0 | {_num(report.final_kl)} (bound {_num(report.kl_bound)}) |",
         "",
         "## Policy versions",
         "",
-        "| version | published at | thumbs up/down (live) | thumbs-up rate | offline score (95% CI) | KL | reward-model version |",
-        "|---|---|---|---|---|---|---|",
+        "| version | published at | thumbs up/down (live) | thumbs-up rate | offline score (95% CI) | KL, held-out | KL, rollouts | reward-model version |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in report.versions:
         ci = f" [{r.offline_score_ci95[0]:.3f}, {r.offline_score_ci95[1]:.3f}]" if r.offline_score_ci95 else ""
         md.append(
             f"| v{r.version} | {_secs(r.published_at_s)} | {r.thumbs_up:.0f}/{r.thumbs_down:.0f} | {_pct(r.thumbs_up_rate)} "
-            f"| {_num(r.offline_score)}{ci} | {_num(r.kl)} | {r.reward_model_version or '-'} |"
+            f"| {_num(r.offline_score)}{ci} | {_num(r.kl)} | {_num(r.rollout_kl)} | {r.reward_model_version or '-'} |"
         )
     md += ["", "## How long each stage took", "", "| stage | seconds |", "|---|---|"]
     for stage, secs in report.stage_seconds.items():

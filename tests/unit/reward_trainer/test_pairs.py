@@ -148,3 +148,21 @@ def test_a_thumb_is_reused_up_to_thumb_reuse_pairs():
     assert b.waiting() == 1  # d2 waits; the up thumb has done its two pairs
     [p] = b.add(fb("up2", THUMB, answer="fine", thumb=UP))
     assert p.feedback_ids == ("up2", "d0")  # the oldest down with a use left, on a tie in similarity
+
+
+def test_thumb_anchor_adds_a_pointwise_pair_against_the_empty_answer():
+    b = PairBuilder(settings(thumb_anchor=True))
+    [down_anchor] = b.add(fb("d", THUMB, answer="rude", thumb=DOWN, prompt="refund for order 123 please"))
+    assert (down_anchor.chosen.answer, down_anchor.rejected.answer, down_anchor.kind) == ("", "rude", "anchor")
+    assert down_anchor.chosen.prompt == down_anchor.rejected.prompt == (("user", "refund for order 123 please"),)
+    up_anchor, pair = b.add(fb("u", THUMB, answer="nice", thumb=UP, prompt="refund for order 555 please"))
+    assert (up_anchor.chosen.answer, up_anchor.rejected.answer, up_anchor.feedback_ids) == ("nice", "", ("u",))
+    assert pair.kind == "thumbs" and b.counts["pairs_anchor"] == 2
+    assert b.add(fb("c", CMP, answer="good", rejected="bad"))[0].kind == "comparison"  # comparisons get no anchor
+
+
+def test_thumb_anchor_keeps_heldout_thumbs_out():
+    b = PairBuilder(settings(thumb_anchor=True, heldout_fraction=0.5))
+    pairs = [p for i in range(100) for p in b.add(fb(f"t{i}", THUMB, answer=f"a{i}", thumb=UP, prompt=f"q{i}"))]
+    assert pairs and all(p.kind == "anchor" and not p.heldout for p in pairs)
+    assert len(pairs) == sum(not is_heldout(f"t{i}", 0.5) for i in range(100))
