@@ -149,19 +149,23 @@ Scorer = Callable[[Sequence[Prompt], Sequence[str]], torch.Tensor]
 class RewardModelScorer:
     """A reward-model version as a `Scorer`: texts rendered exactly as the reward trainer renders pairs."""
 
-    def __init__(self, reward_model: RewardModel, version: int = 0) -> None:
+    def __init__(self, reward_model: RewardModel, version: int = 0, shift: float = 0.0, scale: float = 1.0) -> None:
+        """Scores come out as (raw - shift) / scale: e.g. the version's held-out score mean and std."""
+        if not scale > 0:
+            raise ValueError(f"reward scale must be positive, got {scale}")
         self.reward_model = reward_model
         self.version = version
+        self.shift, self.scale = shift, scale
         reward_model.model.eval().requires_grad_(False)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, version: int = 0) -> RewardModelScorer:
-        return cls(RewardModel.from_pretrained(path), version)
+    def from_pretrained(cls, path: str | Path, version: int = 0, shift: float = 0.0, scale: float = 1.0) -> RewardModelScorer:
+        return cls(RewardModel.from_pretrained(path), version, shift, scale)
 
     @torch.inference_mode()
     def __call__(self, prompts: Sequence[Prompt], answers: Sequence[str]) -> torch.Tensor:
         sides = [Side(prompt=p.messages, answer=a, prompt_text=p.text) for p, a in zip(prompts, answers)]
-        return self.reward_model.score_sides(sides).float()  # (B,)
+        return (self.reward_model.score_sides(sides).float() - self.shift) / self.scale  # (B,)
 
 
 def collect(

@@ -173,7 +173,10 @@ class PPOLearnerService:
         return fetched
 
     def _load_reward(self, version: int) -> RewardModelScorer:
-        return RewardModelScorer.from_pretrained(self._fetch(self.reward_store, version, "reward"), version)
+        """A reward-model version as the scorer, standardised by its manifest's held-out statistics (`normalize_reward`)."""
+        path = self._fetch(self.reward_store, version, "reward")
+        shift, scale = reward_standardisation(self.reward_store.manifest(version).metrics or {}, self.hp.normalize_reward)
+        return RewardModelScorer.from_pretrained(path, version, shift, scale)
 
     # -- publishing ---------------------------------------------------------------
 
@@ -331,6 +334,14 @@ class PPOLearnerService:
     def _checkpoint(self) -> None:
         eval_prompts = [[list(map(list, p.messages)), p.text] for p in self.eval_prompts] if self.eval_frozen else []
         self.learner.save_checkpoint(str(self.root), {"eval_prompts": eval_prompts})
+
+
+def reward_standardisation(metrics: dict, enabled: bool) -> tuple[float, float]:
+    """(shift, scale) from a reward manifest's `reward_mean` / `reward_std`; identity when off or unknown."""
+    mean, std = metrics.get("reward_mean"), metrics.get("reward_std")
+    if not enabled or mean is None or std is None or not float(std) > 1e-6:
+        return 0.0, 1.0
+    return float(mean), float(std)
 
 
 def main() -> int:

@@ -62,6 +62,10 @@ class PPOHyperparams(BaseSettings):
     """KL(policy || reference) per answer, in nats, that the adaptive controller holds."""
     kl_horizon: int = Field(default=16, ge=1)
     """Samples over which the adaptive controller reacts (16 with 16 per batch: beta can move 20% per iteration). A slow controller lets beta sink while KL is small early on, then the policy overshoots the gate's bound and stalls there: measured with `rlhf loop-eval`, horizon 64 published nothing for the last 8 of 15 minutes."""
+    kl_min_beta: float = Field(default=0.05, gt=0.0)
+    """Floor of the adaptive beta. Early on KL is near 0 and the controller keeps lowering beta; without a floor it sank to 0.003 in a loop run, and when the policy then drifted, climbing back took dozens of iterations while every candidate broke the gate's KL bound."""
+    normalize_reward: bool = True
+    """Standardise reward-model scores with the version's held-out score mean and std (from its manifest in the weight store; the offline `rlhf ppo` reads a plain directory and uses raw scores). The score scale of a reward model grows as it trains; standardised, beta and the penalties keep their meaning across versions."""
     kl_estimator: Literal["k1", "k3"] = "k1"
     """Per-token KL estimator in the reward: k1 = log p - log q; k3 is non-negative, lower variance."""
     missing_eos_penalty: float = Field(default=1.0, ge=0.0)

@@ -87,7 +87,8 @@ class PPOTrainer:
         if not self.use_critic:
             self.params = [p for n, p in self.policy.named_parameters() if n.startswith("policy.")]
         self.optimizer = torch.optim.AdamW(self.params, lr=hp.learning_rate, weight_decay=hp.weight_decay, eps=1e-6)
-        self.kl_ctl = make_kl_controller(hp.kl_controller, hp.init_beta, hp.kl_target, hp.kl_horizon)
+        self.kl_ctl = make_kl_controller(hp.kl_controller, hp.init_beta, hp.kl_target, hp.kl_horizon,
+                                         min_beta=hp.kl_min_beta)
         self.iterations = 0
         seed = hp.seed + 1000 * self.world.rank
         self.generator = torch.Generator().manual_seed(seed)

@@ -47,3 +47,13 @@ def test_fixed_controller_and_state_roundtrip():
     assert b.beta == a.beta
     with pytest.raises(ValueError):
         make_kl_controller("pid", beta=0.2, target=1.0, horizon=10)
+
+
+def test_beta_floor_stops_the_early_collapse_and_never_exceeds_the_start():
+    c = make_kl_controller("adaptive", beta=0.1, target=1.0, horizon=16, min_beta=0.05)
+    for _ in range(30):  # KL ~0 at the start: beta falls 20% per batch of 16...
+        c.update(kl=0.0, n_steps=16)
+    assert c.beta == pytest.approx(0.05)  # ...down to the floor, not to 0.001
+    assert c.update(kl=2.0, n_steps=16) == pytest.approx(0.06)  # and rises from there at once
+    low = make_kl_controller("adaptive", beta=0.01, target=1.0, horizon=16, min_beta=0.05)
+    assert low.beta == 0.01 and low.update(kl=0.0, n_steps=16) == pytest.approx(0.01)  # floor capped at the start

@@ -37,7 +37,7 @@ def test_policy_learns_to_raise_the_reward(tiny_models, tiny_prompts, advantage)
 def test_adaptive_beta_reacts_to_measured_kl(tiny_models, tiny_prompts):
     tok, policy, ref = tiny_models
     hp = PPOHyperparams(rollout_prompts=8, max_new_tokens=16, learning_rate=1e-3, kl_target=0.5, kl_horizon=64,
-                        init_beta=0.05)
+                        init_beta=0.05, kl_min_beta=0.01)
     trainer = PPOTrainer(policy, ref, tok, hp)
     rng = random.Random(1)
     stats = [trainer.iteration(rng.sample(tiny_prompts, 8), brevity) for _ in range(4)]
