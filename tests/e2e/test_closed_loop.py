@@ -90,11 +90,15 @@ def test_closed_loop_publishes_serves_and_loses_no_feedback(tmp_path, tiny_polic
         _wait(rm_published, 240, "a reward-model version", system)
 
         def all_replicas_on_new_policy():
-            versions = [_policy_info(t).policy_version for t in ep.replicas]
-            return min(versions) >= 2 and len(set(versions)) == 1 and versions
+            # Version and sha256 come from one call per replica; the learner may publish the
+            # next version between two replicas' answers, so wait for a moment they agree.
+            infos = [_policy_info(t) for t in ep.replicas]
+            versions = [i.policy_version for i in infos]
+            return min(versions) >= 2 and len(set(versions)) == 1 and infos
 
-        versions = _wait(all_replicas_on_new_policy, 300, "a new policy version served by every replica", system)
-        shas = {_policy_info(t).weights_sha256 for t in ep.replicas}
+        infos = _wait(all_replicas_on_new_policy, 300, "a new policy version served by every replica", system)
+        versions = [i.policy_version for i in infos]
+        shas = {i.weights_sha256 for i in infos}
         assert len(shas) == 1, "replicas serving the same version must serve the same weights"
 
         # Stop the users; their summary says how much feedback they gave.
