@@ -11,7 +11,8 @@ events the model is measured on
     turned into pairs, large enough for a steady curve;
 plus, on the same pairs, the accuracy of the hidden preference itself (the
 ceiling: users' choices between equally good answers are coin flips).
-Reports the events needed to reach 75% and 85% on the evaluation set.
+Reports the events needed to reach 75% and 85% on the evaluation set, and
+the final accuracy split by which hidden style axes tell the pair's answers apart.
 
   python bench/reward_quality.py --policy .rlhf/sft [--events 2000] [--json]
   (without --policy a tiny SFT policy is trained first, in a few seconds)
@@ -48,6 +49,30 @@ def oracle_accuracy(pairs: list[Pair], score: dict[tuple[str, str], float]) -> f
         r = score[(p.rejected.prompt[-1][1], p.rejected.answer)]
         total += 1.0 if c > r else 0.5 if c == r else 0.0
     return total / len(pairs)
+
+
+def accuracy_by_feature(pairs: list[Pair], outcomes: dict[str, float], groups) -> dict[str, dict]:
+    """Accuracy on the eval set split by which hidden style axes tell the two answers apart.
+
+    Shows what the model has and has not learnt: e.g. politeness and closings
+    are read off the surface, while "the right request" and "the customer's own
+    details" need the answer matched against the prompt. Pairs whose hidden
+    scores are equal are coin flips for the users too.
+    """
+    from rlhf.world.classify import classify
+
+    scenario = {(a.prompt, a.answer): a.scenario for g in groups for a in g}
+    score = true_scores(groups)
+    axes = ("well_formed", "refusal", "correct", "polite", "concise", "personal", "closing")
+    by: dict[str, list[float]] = {}
+    for p in pairs:
+        keys = [(s.prompt[-1][1], s.answer) for s in (p.chosen, p.rejected)]
+        rc, rr = (classify(k[1], scenario[k]) for k in keys)
+        diff = [a for a in axes if getattr(rc, a) != getattr(rr, a)]
+        name = "+".join(diff) if diff else ("equal score" if score[keys[0]] == score[keys[1]] else "details only")
+        by.setdefault(name, []).append(outcomes[p.pair_id])
+    return {k: {"n": len(v), "accuracy": round(sum(v) / len(v), 3)}
+            for k, v in sorted(by.items(), key=lambda kv: -len(kv[1]))}
 
 
 def eval_pairs(events, settings: PairSettings) -> list[Pair]:
@@ -104,6 +129,7 @@ def run(args: argparse.Namespace) -> dict:
                     reached[goal] = seen
             print(json.dumps(point), file=sys.stderr, flush=True)
     final_eval, final_held = curve[-1]["eval_accuracy"], curve[-1]["heldout_accuracy"]
+    by_feature = accuracy_by_feature(eval_set, evaluate(rm, eval_set).outcomes, eval_groups)
     answers = [a for g in groups for a in g]
     return {
         "policy": policy,
@@ -125,6 +151,7 @@ def run(args: argparse.Namespace) -> dict:
         "sample_seconds": round(sample_s, 1),
         "train_seconds": round(train_s, 1),
         "curve": curve,
+        "eval_accuracy_by_feature": by_feature,
         "settings": json.loads(args.settings),
     }
 
@@ -149,6 +176,8 @@ def table(r: dict) -> str:
     lines = [f"reward-model quality, policy {r['policy']}"] + [f"  {k:<{w}}  {v}" for k, v in rows]
     lines.append("  curve (events: eval / held-out accuracy): " + ", ".join(
         f"{p['events']}: {p['eval_accuracy']:.2f}/{p['heldout_accuracy']:.2f}" for p in r["curve"]))
+    lines.append("  eval accuracy by what tells the answers apart (n >= 10): " + ", ".join(
+        f"{k} {v['accuracy']:.2f} (n={v['n']})" for k, v in r["eval_accuracy_by_feature"].items() if v["n"] >= 10))
     return "\n".join(lines)
 
 
