@@ -65,7 +65,9 @@ def make_kl_controller(
     kind: str, beta: float, target: float, horizon: int, gain: float = 1.0, min_beta: float = 1e-4
 ) -> KLController:
     if kind == "adaptive":
-        return AdaptiveKLController(beta=beta, target=target, horizon=horizon, gain=gain, min_beta=min(min_beta, beta))
+        # The floor never sits above the start: a run that starts low stays free to stay low.
+        return AdaptiveKLController(beta=beta, target=target, horizon=horizon, gain=gain,
+                                    min_beta=min(min_beta, beta))
     if kind == "fixed":
         return FixedKLController(beta=beta)
     raise ValueError(f"unknown KL controller {kind!r} (expected 'adaptive' or 'fixed')")

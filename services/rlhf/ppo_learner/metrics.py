@@ -19,7 +19,8 @@ class PPOMetrics:
         self.reward_mean = gauge("reward_mean", "Mean reward-model score of the last rollout batch.")
         self.kl = gauge("kl", "Mean KL(policy || reference) per answer in the last rollout batch, nats.")
         self.beta = gauge("beta", "KL coefficient beta used for the last batch.")
-        self.kl_bound = gauge("kl_bound", "The publish gate's KL bound (RLHF_PPO_KL_BOUND), nats per answer: alerts compare rlhf_ppo_kl with it.")
+        self.kl_bound = gauge("kl_bound", "The publish gate's KL bound (RLHF_PPO_KL_BOUND), nats per answer: "
+                                          "alerts compare rlhf_ppo_kl with it.")
         self.policy_loss = gauge("policy_loss", "Mean clipped policy loss of the last update.")
         self.value_loss = gauge("value_loss", "Mean clipped value loss of the last update.")
         self.clipfrac = gauge("clipfrac", "Share of tokens where the PPO ratio clip was active.")

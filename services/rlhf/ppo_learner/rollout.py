@@ -159,7 +159,9 @@ class RewardModelScorer:
         reward_model.model.eval().requires_grad_(False)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, version: int = 0, shift: float = 0.0, scale: float = 1.0) -> RewardModelScorer:
+    def from_pretrained(
+        cls, path: str | Path, version: int = 0, shift: float = 0.0, scale: float = 1.0
+    ) -> RewardModelScorer:
         return cls(RewardModel.from_pretrained(path), version, shift, scale)
 
     @torch.inference_mode()

@@ -173,9 +173,10 @@ class PPOLearnerService:
         return fetched
 
     def _load_reward(self, version: int) -> RewardModelScorer:
-        """A reward-model version as the scorer, standardised by its manifest's held-out statistics (`normalize_reward`)."""
+        """A reward-model version as the scorer, standardised by its manifest's held-out statistics."""
         path = self._fetch(self.reward_store, version, "reward")
-        shift, scale = reward_standardisation(self.reward_store.manifest(version).metrics or {}, self.hp.normalize_reward)
+        metrics = self.reward_store.manifest(version).metrics or {}
+        shift, scale = reward_standardisation(metrics, self.hp.normalize_reward)
         return RewardModelScorer.from_pretrained(path, version, shift, scale)
 
     # -- publishing ---------------------------------------------------------------
