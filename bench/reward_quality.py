@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> dict:
                     reached[goal] = seen
             print(json.dumps(point), file=sys.stderr, flush=True)
     final_eval, final_held = curve[-1]["eval_accuracy"], curve[-1]["heldout_accuracy"]
-    by_feature = accuracy_by_feature(eval_set, evaluate(rm, eval_set).outcomes, eval_groups)
+    by_feature = accuracy_by_feature(eval_set, ev.outcomes, eval_groups)  # ev: the final point of the curve
     answers = [a for g in groups for a in g]
     return {
         "policy": policy,
