@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from rlhf.models.optim import adamw
 from rlhf.ppo_learner import losses
 from rlhf.ppo_learner.distributed import World, all_reduce_mean, average_gradients
 from rlhf.ppo_learner.kl_controller import make_kl_controller
@@ -86,7 +87,7 @@ class PPOTrainer:
         self.params = [p for p in self.policy.parameters() if p.requires_grad]
         if not self.use_critic:
             self.params = [p for n, p in self.policy.named_parameters() if n.startswith("policy.")]
-        self.optimizer = torch.optim.AdamW(self.params, lr=hp.learning_rate, weight_decay=hp.weight_decay, eps=1e-6)
+        self.optimizer = self._make_optimizer()
         self.kl_ctl = make_kl_controller(hp.kl_controller, hp.init_beta, hp.kl_target, hp.kl_horizon,
                                          min_beta=hp.kl_min_beta)
         self.iterations = 0
@@ -236,6 +237,7 @@ class PPOTrainer:
 
     def reset_optimizer(self) -> None:
         """Fresh Adam moments (after the base policy was replaced from outside)."""
-        self.optimizer = torch.optim.AdamW(
-            self.params, lr=self.hp.learning_rate, weight_decay=self.hp.weight_decay, eps=1e-6
-        )
+        self.optimizer = self._make_optimizer()
+
+    def _make_optimizer(self) -> torch.optim.AdamW:
+        return adamw(self.params, lr=self.hp.learning_rate, weight_decay=self.hp.weight_decay, eps=1e-6)

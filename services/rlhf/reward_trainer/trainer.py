@@ -22,6 +22,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from rlhf.models.optim import adamw
 from rlhf.reward_trainer.model import RewardModel
 from rlhf.reward_trainer.pairs import Pair
 from rlhf.reward_trainer.settings import TrainSettings
@@ -159,7 +160,7 @@ class BTTrainer:
     def __init__(self, rm: RewardModel, settings: TrainSettings) -> None:
         self.rm = rm
         self.settings = settings
-        self.optimizer = torch.optim.AdamW(
+        self.optimizer = adamw(
             [p for p in rm.model.parameters() if p.requires_grad], lr=settings.lr, weight_decay=settings.weight_decay
         )
         self.rng = random.Random(settings.seed)

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from rlhf.models.optim import adamw
 from rlhf.models.policy import build_policy, load_policy, save_policy
 from rlhf.models.tokenizer import corpus_texts, train_tokenizer
 from rlhf.sft.config import SFTConfig
@@ -94,7 +95,7 @@ def make_optimizer(model, cfg: SFTConfig) -> torch.optim.AdamW:
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
+    return adamw(groups, lr=cfg.lr, betas=(0.9, 0.95))
 
 
 def save_checkpoint(out: Path, model, tokenizer, opt, step: int, history: History) -> None:
