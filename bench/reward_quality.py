@@ -77,7 +77,7 @@ def accuracy_by_feature(pairs: list[Pair], outcomes: dict[str, float], groups) -
 
 def eval_pairs(events, settings: PairSettings) -> list[Pair]:
     builder = PairBuilder(settings.model_copy(update={"heldout_fraction": 0.0}))
-    return [p for e in events for p in builder.add(e) if p.kind != "anchor"]  # answer-against-answer only
+    return [p for e in events for p in builder.add(e) if p.kind not in ("anchor", "context")]  # answer-against-answer only
 
 
 def records(events, start: int) -> list[JournalRecord]:

@@ -8,6 +8,14 @@
   is what makes a pair of thumbs informative. A thumb then waits in the pool
   for later partners until it took part in `thumb_reuse` pairs, so the rarer
   sign does not leave most of the other unpaired.
+- A thumb up also yields `context_negatives` mismatched-context pairs: the
+  liked answer under its own prompt is "chosen" over the very same answer
+  under another recent prompt. An answer that pleased one customer is no
+  answer to somebody else's request (another intent, another name and order),
+  so these pairs isolate exactly what real pairs teach slowly: whether the
+  answer fits the request. Only the context differs, so nothing else can
+  explain the preference. They are built on the training side only; held-out
+  accuracy stays a measure on real answer-against-answer judgements.
 - A comment is counted and logged; it is not trained on (yet).
 - The same feedback id is counted once, whatever the transport redelivers.
 - Each user has `user_cap` feedback events per window of `user_window_s`
@@ -24,8 +32,9 @@ journal after a restart rebuilds exactly the same pairs.
 from __future__ import annotations
 
 import hashlib
+import random
 import re
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -64,7 +73,8 @@ class Pair:
     rejected: Side
     feedback_ids: tuple[str, ...]
     kind: str
-    """"comparison", "thumbs" (an up and a down thumb) or "anchor" (one thumb against the empty answer)."""
+    """"comparison", "thumbs" (an up and a down thumb), "anchor" (one thumb against the empty answer) or
+    "context" (a liked answer under its own prompt against the same answer under another prompt)."""
     heldout: bool
     given_at_ms: int = 0
 
@@ -144,6 +154,8 @@ class PairBuilder:
     _windows: dict[str, list[int]] = field(default_factory=dict)  # user -> [window index, events used]
     # (heldout, thumb) -> feedback id -> waiting thumb, oldest first
     _pools: dict[tuple[bool, int], OrderedDict[str, _Waiting]] = field(default_factory=dict)
+    # recent training-side prompts, candidates for mismatched-context pairs (oldest first)
+    _contexts: deque[Side] = field(default_factory=deque)
 
     def __post_init__(self) -> None:
         for h in (False, True):
@@ -171,6 +183,8 @@ class PairBuilder:
             self.counts["capped"] += 1
             return []
         heldout = is_heldout(fid, self.settings.heldout_fraction)
+        if not heldout:
+            self._remember_context(side_of(fb, fb.answer))
         if fb.kind == events_pb2.FEEDBACK_KIND_COMPARISON:
             self.counts["comparison"] += 1
             self.counts["pairs_comparison"] += 1
@@ -210,7 +224,7 @@ class PairBuilder:
 
     def _add_thumb(self, fb: events_pb2.FeedbackGiven, heldout: bool) -> list[Pair]:
         side = side_of(fb, fb.answer)
-        anchored = self._anchor_pair(fb, side, heldout)
+        anchored = self._anchor_pair(fb, side, heldout) + self._context_pairs(fb, side, heldout)
         me = _Waiting(fb.feedback_id, side, prompt_words(side.prompt, side.prompt_text), fb.given_at_unix_ms)
         other = chat_pb2.THUMB_DOWN if fb.thumb == chat_pb2.THUMB_UP else chat_pb2.THUMB_UP
         partner = self._best_partner(me, self._pools[(heldout, other)])
@@ -256,6 +270,36 @@ class PairBuilder:
         return [Pair(pair_id=f"a:{fb.feedback_id}", chosen=side if up else empty, rejected=empty if up else side,
                      feedback_ids=(fb.feedback_id,), kind="anchor", heldout=False, given_at_ms=fb.given_at_unix_ms)]
 
+    def _remember_context(self, side: Side) -> None:
+        self._contexts.append(Side(prompt=side.prompt, answer="", prompt_text=side.prompt_text))
+        while len(self._contexts) > self.settings.context_pool:
+            self._contexts.popleft()
+
+    def _context_pairs(self, fb: events_pb2.FeedbackGiven, side: Side, heldout: bool) -> list[Pair]:
+        """Mismatched-context pairs of a thumb up (`context_negatives`); training side only.
+
+        The other prompts are drawn from the recent ones with a generator seeded
+        by the feedback id, so a replay after a restart draws the same ones.
+        """
+        n = self.settings.context_negatives
+        if not n or heldout or fb.thumb != chat_pb2.THUMB_UP:
+            return []
+        words = prompt_words(side.prompt, side.prompt_text)
+        own = (side.prompt, side.prompt_text)
+        candidates = [
+            c for c in self._contexts
+            if (c.prompt, c.prompt_text) != own
+            and jaccard(words, prompt_words(c.prompt, c.prompt_text)) <= self.settings.context_max_similarity
+        ]
+        picked = random.Random(fb.feedback_id).sample(candidates, min(n, len(candidates)))
+        self.counts["pairs_context"] += len(picked)
+        return [
+            Pair(pair_id=f"x:{fb.feedback_id}:{i}", chosen=side,
+                 rejected=Side(prompt=c.prompt, answer=side.answer, prompt_text=c.prompt_text),
+                 feedback_ids=(fb.feedback_id,), kind="context", heldout=False, given_at_ms=fb.given_at_unix_ms)
+            for i, c in enumerate(picked)
+        ]
+
     def _best_partner(self, me: _Waiting, pool: OrderedDict[str, _Waiting]) -> _Waiting | None:
         """Most similar waiting thumb (oldest first on ties), if similar enough."""
         best, best_sim = None, -1.0
@@ -283,6 +327,7 @@ class PairBuilder:
                 {"heldout": h, "thumb": t, "waiting": [w.to_json() for w in pool.values()]}
                 for (h, t), pool in self._pools.items()
             ],
+            "contexts": [c.to_json() for c in self._contexts],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -295,3 +340,4 @@ class PairBuilder:
             for d in entry["waiting"]:
                 w = _Waiting.from_json(d)
                 pool[w.feedback_id] = w
+        self._contexts = deque(Side.from_json(d) for d in state.get("contexts", []))
