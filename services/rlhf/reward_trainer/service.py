@@ -199,6 +199,11 @@ class RewardTrainerService:
             self.store.close_journal()
 
     def _update_gauges(self) -> None:
+        """Read the learner's sizes under the lock: the consumer thread mutates its pools and queues."""
+        with self.lock:
+            self._set_gauges()
+
+    def _set_gauges(self) -> None:
         lr = self.learner
         if lr is None:
             return
