@@ -10,6 +10,8 @@ variables documents them (`rlhf print-config`), and `pair_settings()` /
 """
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings
 
@@ -66,6 +68,8 @@ class TrainSettings(BaseSettings):
     """Gradient norm clip."""
     margin: float = Field(default=0.0, ge=0)
     """Bradley-Terry margin: loss = -log sigmoid(r_chosen - r_rejected - margin)."""
+    pooling: Literal["last", "answer_mean"] = "last"
+    """How a fresh backbone turns hidden states into a score: `last` token (HF sequence classification), or `answer_mean`, the mean of per-token scores over the answer (GPT-style backbones). A trained model keeps the pooling recorded in its config."""
     max_length: int = Field(default=256, ge=8)
     """Token budget of prompt+answer; longer texts lose the start of the prompt (the answer carries the signal)."""
     seed: int = 0
@@ -93,6 +97,8 @@ class RewardTrainerSettings(PairSettings, TrainSettings):
     """Held-out pairs needed before the first version is published."""
     publish_tolerance: float = Field(default=0.0, ge=0.0, le=1.0)
     """A candidate is published if its held-out accuracy >= the current version's minus this."""
+    publish_z: float = Field(default=1.645, ge=0.0)
+    """A candidate is refused only when its held-out accuracy is below the current version's, on the pairs both were judged on, by more than this many standard errors of the paired difference (plus `publish_tolerance`); 1.645 is a one-sided 95% test, 0 refuses any dip. Small held-out sets are noisy: a raw comparison let one lucky early version block every later one."""
     metrics_host: str = "0.0.0.0"
     """Bind address of /metrics, /healthz, /readyz."""
     metrics_port: int = Field(default=9102, ge=0, le=65535)

@@ -39,3 +39,14 @@ def test_tolerance_allows_a_small_dip():
 def test_ties_count_half():
     d = decide(outcomes(0.5, 0.5, 1, 1), None, min_heldout=1)
     assert d.candidate_accuracy == 0.75
+
+
+def test_a_dip_within_noise_passes_the_paired_test_and_a_clear_regression_does_not():
+    lucky = outcomes(*([1.0] * 26 + [0.0] * 2))  # an early version: 26 of 28 held-out pairs right
+    noisy = outcomes(*([1.0] * 24 + [0.0] * 4))  # 2 fewer on 28 pairs: within noise
+    assert not decide(noisy, lucky, min_heldout=1).publish  # the raw comparison refuses it
+    d = decide(noisy, lucky, min_heldout=1, z=1.645)
+    assert d.publish and d.n_compared == 28
+    inc = outcomes(*([1.0] * 200))
+    worse = outcomes(*([1.0] * 180 + [0.0] * 20))  # 10 points down on 200 pairs: far beyond 1.645 SE
+    assert not decide(worse, inc, min_heldout=1, z=1.645).publish
