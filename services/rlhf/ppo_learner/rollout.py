@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
+from rlhf.models import gpt2_decoder
 from rlhf.ppo_learner.losses import logprobs_from_logits
 from rlhf.ppo_learner.prompts import Prompt
 from rlhf.ppo_learner.value_head import (
@@ -100,32 +101,54 @@ def sample(
     pad_id: int,
     generator: torch.Generator | None = None,
     group_size: int = 1,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Ancestral sampling with a KV cache: `group_size` answers to each of the G prompts.
 
-    Returns response ids (B, R), mask (B, R) and the sampled tokens' log-probs
-    (B, R), B = G * group_size, R <= max_new_tokens.
+    Returns response ids (B, R), mask (B, R), the sampled tokens' log-probs
+    (B, R), B = G * group_size, R <= max_new_tokens, and on the GPT-2 path the
+    final hidden states (B, R, H) each token was sampled from (a shared value
+    head reads them, so the rollout needs no second pass for values).
     A plain loop rather than `generate()`: it needs no logits processors or
     stopping criteria, computes only the last position's logits, encodes each
     prompt once for all its answers, and stops the moment every row has emitted EOS.
+    GPT-2 models decode through `rlhf.models.gpt2_decoder` (a preallocated
+    cache; the generic forward's per-call overhead dominated these small
+    steps); other causal LMs through their own forward with a `DynamicCache`.
     """
     k = group_size
     B = query_ids.shape[0] * k
-    cache = DynamicCache(config=lm.config)
     positions = position_ids_from_mask(query_mask)
-    out = lm(input_ids=query_ids, attention_mask=query_mask, position_ids=positions, cache=cache, use_cache=True,
-             logits_to_keep=1)
-    if k > 1:
-        out.cache.batch_repeat_interleave(k)
-    mask = query_mask.repeat_interleave(k, 0)  # (B, P)
-    next_pos = positions[:, -1:].repeat_interleave(k, 0) + 1  # (B, 1)
-    first_logits = out.logits[:, -1].repeat_interleave(k, 0)  # (B, V)
+    next_pos = positions[:, -1].repeat_interleave(k, 0) + 1  # (B,)
+    if gpt2_decoder.supports(lm):
+        decoder = gpt2_decoder.GPT2Decoder(lm, query_ids.shape[0], query_ids.shape[1] + max_new_tokens)
+        first_logits, first_state = decoder.prefill(query_ids, query_mask, positions)
+        decoder.repeat_rows(k)
+        states = [first_state.repeat_interleave(k, 0)]  # (B, H) per step
+
+        def advance(tok: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
+            logits, state = decoder.step(tok, next_pos, alive)
+            states.append(state)
+            return logits
+    else:
+        states = None
+        cache = DynamicCache(config=lm.config)
+        out = lm(input_ids=query_ids, attention_mask=query_mask, position_ids=positions, cache=cache, use_cache=True,
+                 logits_to_keep=1)
+        if k > 1:
+            cache.batch_repeat_interleave(k)
+        first_logits = out.logits[:, -1]
+        mask = query_mask.repeat_interleave(k, 0)  # (B, P)
+
+        def advance(tok: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
+            nonlocal mask
+            mask = torch.cat([mask, torch.ones((B, 1), dtype=mask.dtype)], dim=1)
+            return lm(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos[:, None], cache=cache,
+                      use_cache=True).logits[:, -1]
+    logits = first_logits.repeat_interleave(k, 0)  # (B, V)
     finished = torch.zeros(B, dtype=torch.bool)
     tokens, alive, logprobs = [], [], []
-    ones = torch.ones((B, 1), dtype=mask.dtype)
     for step in range(max_new_tokens):
-        logits = (first_logits if step == 0 else out.logits[:, -1]).float() / temperature  # (B, V)
-        logp = torch.log_softmax(logits, dim=-1)
+        logp = torch.log_softmax(logits.float() / temperature, dim=-1)  # (B, V)
         tok = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)  # (B,)
         logprobs.append(logp.gather(1, tok[:, None]).squeeze(1))
         alive.append(~finished)
@@ -134,12 +157,12 @@ def sample(
         finished = finished | (tok == eos_id)
         if bool(finished.all()) or step == max_new_tokens - 1:
             break
-        mask = torch.cat([mask, ones], dim=1)
-        out = lm(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos, cache=out.cache, use_cache=True)
+        logits = advance(tok, alive[-1])
         next_pos = next_pos + 1
     response_ids = torch.stack(tokens, dim=1)  # (B, R)
     response_mask = torch.stack(alive, dim=1).float()  # (B, R)
-    return response_ids, response_mask, torch.stack(logprobs, dim=1) * response_mask
+    hidden = torch.stack(states[: response_ids.shape[1]], dim=1) if states is not None else None  # (B, R, H)
+    return response_ids, response_mask, torch.stack(logprobs, dim=1) * response_mask, hidden
 
 
 Scorer = Callable[[Sequence[Prompt], Sequence[str]], torch.Tensor]
@@ -202,14 +225,19 @@ def _collect(policy, reference, scorer, tokenizer, prompts, max_new_tokens, temp
     t0 = time.perf_counter()
     q_ids, q_mask = encode_prompts(tokenizer, prompts, max_prompt_tokens)  # (G, P)
     eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
-    r_ids, r_mask, logprobs = sample(policy.policy, q_ids, q_mask, max_new_tokens, temperature, eos_id, pad_id,
-                                     generator, k)
+    r_ids, r_mask, logprobs, states = sample(policy.policy, q_ids, q_mask, max_new_tokens, temperature, eos_id,
+                                             pad_id, generator, k)
     generate_s = time.perf_counter() - t0
 
     t1 = time.perf_counter()
     args = (q_ids, q_mask, r_ids, r_mask, k)
     values = None
-    if with_values:
+    if with_values and states is not None and policy.critic_trunk is None:
+        # A shared value head reads the states the sampler already computed. The
+        # log-probs stay the sampler's: equal to a fresh forward pass up to float
+        # rounding (~1e-6), so the first update step sees a ratio of 1.
+        values = policy.value_head(states).squeeze(-1)  # (B, R)
+    elif with_values:
         # One pass for values; the log-probs come from the same pass so that the
         # first update step sees a ratio of exactly 1. Critic-free variants keep
         # the sampler's log-probs (equal up to float rounding) and skip the pass.

@@ -10,8 +10,6 @@ variables documents them (`rlhf print-config`), and `pair_settings()` /
 """
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field
 from pydantic_settings import BaseSettings
 
@@ -68,8 +66,6 @@ class TrainSettings(BaseSettings):
     """Gradient norm clip."""
     margin: float = Field(default=0.0, ge=0)
     """Bradley-Terry margin: loss = -log sigmoid(r_chosen - r_rejected - margin)."""
-    pooling: Literal["last", "answer_mean"] = "last"
-    """How a fresh backbone turns hidden states into a score: `last` token (HF sequence classification), or `answer_mean`, the mean of per-token scores over the answer (GPT-style backbones). A trained model keeps the pooling recorded in its config."""
     max_length: int = Field(default=256, ge=8)
     """Token budget of prompt+answer; longer texts lose the start of the prompt (the answer carries the signal)."""
     seed: int = 0

@@ -90,3 +90,17 @@ def test_prompt_groups_share_one_encoding_exactly(tiny_models, tiny_prompts, tin
     for a, b in zip(gg, gr):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3)
     torch.testing.assert_close(r.logprobs, r.ref_logprobs)  # rollout log-probs came through the grouped path too
+
+
+def test_values_read_from_the_sampler_states_equal_a_full_forward(tiny_models, tiny_prompts, tiny_reward_dir):
+    tok, policy, ref = tiny_models
+    torch.nn.init.normal_(policy.value_head.weight, std=0.5)  # non-zero values, so the check means something
+    scorer = RewardModelScorer.from_pretrained(tiny_reward_dir)
+    r = collect(policy, ref, scorer, tok, tiny_prompts[:4], max_new_tokens=16, temperature=1.0,
+                generator=torch.Generator().manual_seed(1), group_size=2)
+    with torch.no_grad():
+        logits, values = policy(r.query_ids, r.query_mask, r.response_ids, r.response_mask, 2)
+    assert r.values.abs().sum() > 0
+    torch.testing.assert_close(r.values, values * r.response_mask, atol=1e-4, rtol=0)
+    full = logprobs_from_logits(logits, r.response_ids) * r.response_mask
+    torch.testing.assert_close(r.logprobs, full, atol=1e-4, rtol=0)
