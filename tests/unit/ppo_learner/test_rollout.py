@@ -104,3 +104,16 @@ def test_values_read_from_the_sampler_states_equal_a_full_forward(tiny_models, t
     torch.testing.assert_close(r.values, values * r.response_mask, atol=1e-4, rtol=0)
     full = logprobs_from_logits(logits, r.response_ids) * r.response_mask
     torch.testing.assert_close(r.logprobs, full, atol=1e-4, rtol=0)
+
+
+def test_draw_samples_the_given_distribution_and_never_a_zero_probability_token():
+    from rlhf.ppo_learner.rollout import draw
+
+    probs = torch.tensor([[0.0, 0.5, 0.0, 0.3, 0.2, 0.0]]).repeat(20000, 1)
+    tok = draw(probs, torch.Generator().manual_seed(0))
+    freq = torch.bincount(tok, minlength=6).float() / len(tok)
+    assert freq[[0, 2, 5]].sum() == 0
+    torch.testing.assert_close(freq, probs[0], atol=0.015, rtol=0)
+    one_hot = torch.zeros(3, 5)
+    one_hot[torch.arange(3), torch.tensor([4, 0, 2])] = 1.0
+    assert draw(one_hot).tolist() == [4, 0, 2]
