@@ -104,6 +104,7 @@ def test_feedback_in_version_out_survives_kill_9(stack, unique_topic, redis_pref
         "RLHF_REWARD_MAX_LENGTH": "64", "RLHF_REWARD_LR": "2e-3", "RLHF_REWARD_HELDOUT_FRACTION": "0.2",
         "RLHF_REWARD_PUBLISH_EVERY_PAIRS": "40", "RLHF_REWARD_PUBLISH_MIN_HELDOUT": "10",
         "RLHF_REWARD_PUBLISH_TOLERANCE": "0.05", "RLHF_REWARD_BATCH_WAIT_S": "0.2", "RLHF_LOG_LEVEL": "INFO",
+        "RLHF_REWARD_PUBLISH_MIN_INTERVAL_S": "0",
     }
     cmd = [sys.executable, "-m", "rlhf.cli", "serve", "reward-trainer"]
 

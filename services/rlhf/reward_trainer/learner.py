@@ -8,6 +8,7 @@ it exactly.
 """
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -116,8 +117,13 @@ class RewardLearner:
             losses.append(loss)
         return losses
 
-    def due_for_publish(self) -> bool:
-        """After `publish_every_pairs` new pairs, or once training comes to rest (nothing fresh, replay budget spent)."""
+    def due_for_publish(self, now: float | None = None) -> bool:
+        """After `publish_every_pairs` new pairs, or once training comes to rest (nothing fresh, replay budget spent);
+        never sooner than `publish_min_interval_s` after the last publication (`now`: unix seconds)."""
+        if self.published is not None:
+            now = time.time() if now is None else now
+            if now - self.published.at_unix < self.settings.publish_min_interval_s:
+                return False
         t = self.trainer
         if t.pairs_trained - self.pairs_at_last_attempt >= self.settings.publish_every_pairs:
             return True

@@ -89,6 +89,8 @@ class RewardTrainerSettings(PairSettings, TrainSettings):
     """Full checkpoint at most this often; between checkpoints new feedback is held in an fsynced journal."""
     publish_every_pairs: int = Field(default=64, ge=1)
     """Try to publish after this many new training pairs."""
+    publish_min_interval_s: float = Field(default=30.0, ge=0.0)
+    """Least time between two published versions. Every version makes the PPO learner reload the model and re-score its published policy on the new scale; measured in a loop run, a version every 10 s cost the learner a third of its iterations."""
     publish_min_heldout: int = Field(default=20, ge=1)
     """Held-out pairs needed before the first version is published."""
     publish_tolerance: float = Field(default=0.0, ge=0.0, le=1.0)

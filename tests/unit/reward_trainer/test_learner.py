@@ -16,7 +16,7 @@ from .helpers import comparison, records
 def learner(tiny_policy_dir) -> RewardLearner:
     s = RewardTrainerSettings(base_model=str(tiny_policy_dir), batch_size=4, replay_fraction=0.0, replay_passes=2.0,
                               max_length=64, heldout_fraction=0.0, publish_every_pairs=8, publish_min_heldout=1,
-                              user_cap=5)
+                              user_cap=5, publish_min_interval_s=0)
     return RewardLearner(s, RewardModel.from_pretrained(tiny_policy_dir, max_length=64))
 
 
@@ -50,3 +50,16 @@ def test_asks_the_gate_after_new_pairs_and_once_at_rest(learner):
     assert learner.due_for_publish()  # at rest with unseen progress
     learner.gate()
     assert not learner.due_for_publish()
+
+
+def test_publications_are_spaced_by_the_min_interval(learner):
+    learner.settings = learner.settings.model_copy(update={"publish_min_interval_s": 30.0})
+    learner.ingest(records([comparison(i) for i in range(12)]))
+    learner.train(100)
+    assert learner.due_for_publish(now=1000.0)  # nothing published yet: no interval applies
+    decision, ev = learner.gate()
+    learner.record_publish(1, ev, at_unix=1000.0)
+    learner.ingest(records([comparison(i) for i in range(12, 30)], start=12))
+    learner.train(100)
+    assert not learner.due_for_publish(now=1029.0)
+    assert learner.due_for_publish(now=1030.0)
