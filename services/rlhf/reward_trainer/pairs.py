@@ -10,10 +10,10 @@
   sign does not leave most of the other unpaired.
 - A thumb up also yields `context_negatives` mismatched-context pairs: the
   liked answer under its own prompt is "chosen" over the very same answer
-  under another recent prompt. An answer that pleased one customer is no
-  answer to somebody else's request (another intent, another name and order),
-  so these pairs isolate exactly what real pairs teach slowly: whether the
-  answer fits the request. Only the context differs, so nothing else can
+  under the most similar recent request of another user. An answer that
+  pleased one customer is no answer to somebody else's request (another
+  name and order, often another intent), so these pairs isolate exactly what
+  real pairs teach slowly: whether the answer fits the request. Only the context differs, so nothing else can
   explain the preference. They are built on the training side only; held-out
   accuracy stays a measure on real answer-against-answer judgements.
 - A comment is counted and logged; it is not trained on (yet).
@@ -32,7 +32,6 @@ journal after a restart rebuilds exactly the same pairs.
 from __future__ import annotations
 
 import hashlib
-import random
 import re
 from collections import Counter, OrderedDict, deque
 from dataclasses import asdict, dataclass, field
@@ -142,6 +141,15 @@ class _Waiting:
                    int(d.get("uses", 0)))
 
 
+@dataclass(frozen=True)
+class _Context:
+    """A recent training-side request: a candidate "other prompt" of mismatched-context pairs."""
+
+    side: Side
+    user_id: str
+    words: frozenset[str]
+
+
 @dataclass
 class PairBuilder:
     """Turns feedback into pairs, one event at a time. Its whole state is JSON (`state_dict`)."""
@@ -155,7 +163,7 @@ class PairBuilder:
     # (heldout, thumb) -> feedback id -> waiting thumb, oldest first
     _pools: dict[tuple[bool, int], OrderedDict[str, _Waiting]] = field(default_factory=dict)
     # recent training-side prompts, candidates for mismatched-context pairs (oldest first)
-    _contexts: deque[Side] = field(default_factory=deque)
+    _contexts: deque[_Context] = field(default_factory=deque)
 
     def __post_init__(self) -> None:
         for h in (False, True):
@@ -184,7 +192,7 @@ class PairBuilder:
             return []
         heldout = is_heldout(fid, self.settings.heldout_fraction)
         if not heldout:
-            self._remember_context(side_of(fb, fb.answer))
+            self._remember_context(side_of(fb, fb.answer), fb.user_id)
         if fb.kind == events_pb2.FEEDBACK_KIND_COMPARISON:
             self.counts["comparison"] += 1
             self.counts["pairs_comparison"] += 1
@@ -270,32 +278,38 @@ class PairBuilder:
         return [Pair(pair_id=f"a:{fb.feedback_id}", chosen=side if up else empty, rejected=empty if up else side,
                      feedback_ids=(fb.feedback_id,), kind="anchor", heldout=False, given_at_ms=fb.given_at_unix_ms)]
 
-    def _remember_context(self, side: Side) -> None:
-        self._contexts.append(Side(prompt=side.prompt, answer="", prompt_text=side.prompt_text))
+    def _remember_context(self, side: Side, user_id: str) -> None:
+        prompt = Side(prompt=side.prompt, answer="", prompt_text=side.prompt_text)
+        self._contexts.append(_Context(prompt, user_id, prompt_words(side.prompt, side.prompt_text)))
         while len(self._contexts) > self.settings.context_pool:
             self._contexts.popleft()
 
     def _context_pairs(self, fb: events_pb2.FeedbackGiven, side: Side, heldout: bool) -> list[Pair]:
         """Mismatched-context pairs of a thumb up (`context_negatives`); training side only.
 
-        The other prompts are drawn from the recent ones with a generator seeded
-        by the feedback id, so a replay after a restart draws the same ones.
+        The other prompts are the most similar recent requests of *other* users
+        (hard negatives: the same kind of request from somebody else, so what
+        differs is mostly whose details the answer carries), most recent first
+        on ties. Requests more similar than `context_max_similarity` are never
+        used: they may be the same request again, which the answer fits as well.
         """
         n = self.settings.context_negatives
         if not n or heldout or fb.thumb != chat_pb2.THUMB_UP:
             return []
         words = prompt_words(side.prompt, side.prompt_text)
         own = (side.prompt, side.prompt_text)
-        candidates = [
-            c for c in self._contexts
-            if (c.prompt, c.prompt_text) != own
-            and jaccard(words, prompt_words(c.prompt, c.prompt_text)) <= self.settings.context_max_similarity
-        ]
-        picked = random.Random(fb.feedback_id).sample(candidates, min(n, len(candidates)))
+        scored = []
+        for age, c in enumerate(reversed(self._contexts)):
+            if c.user_id == fb.user_id or (c.side.prompt, c.side.prompt_text) == own:
+                continue
+            sim = jaccard(words, c.words)
+            if sim <= self.settings.context_max_similarity:
+                scored.append((-sim, age, c))
+        picked = [c for _, _, c in sorted(scored, key=lambda t: t[:2])[:n]]
         self.counts["pairs_context"] += len(picked)
         return [
             Pair(pair_id=f"x:{fb.feedback_id}:{i}", chosen=side,
-                 rejected=Side(prompt=c.prompt, answer=side.answer, prompt_text=c.prompt_text),
+                 rejected=Side(prompt=c.side.prompt, answer=side.answer, prompt_text=c.side.prompt_text),
                  feedback_ids=(fb.feedback_id,), kind="context", heldout=False, given_at_ms=fb.given_at_unix_ms)
             for i, c in enumerate(picked)
         ]
@@ -327,7 +341,7 @@ class PairBuilder:
                 {"heldout": h, "thumb": t, "waiting": [w.to_json() for w in pool.values()]}
                 for (h, t), pool in self._pools.items()
             ],
-            "contexts": [c.to_json() for c in self._contexts],
+            "contexts": [{"side": c.side.to_json(), "user_id": c.user_id} for c in self._contexts],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -340,4 +354,7 @@ class PairBuilder:
             for d in entry["waiting"]:
                 w = _Waiting.from_json(d)
                 pool[w.feedback_id] = w
-        self._contexts = deque(Side.from_json(d) for d in state.get("contexts", []))
+        self._contexts = deque()
+        for d in state.get("contexts", []):
+            side = Side.from_json(d["side"])
+            self._contexts.append(_Context(side, d["user_id"], prompt_words(side.prompt, side.prompt_text)))

@@ -36,7 +36,7 @@ class PairSettings(BaseSettings):
     thumb_pool: int = Field(default=512, ge=2)
     """Unpaired thumbs kept waiting for a partner (per held-out/train side); the oldest are dropped beyond it."""
     context_negatives: int = Field(default=1, ge=0)
-    """Mismatched-context pairs per thumbs-up answer: the liked answer, given its own prompt, is preferred to the same answer given another recent prompt. Teaches the model to judge an answer against the request it answers (the right intent, the customer's own details), which the few real pairs that differ only there teach slowly. 0 disables."""
+    """Mismatched-context pairs per thumbs-up answer: the liked answer, given its own prompt, is preferred to the same answer given the most similar recent request of another user. Teaches the model to judge an answer against the request it answers (the right intent, the customer's own details), which the few real pairs that differ only there teach slowly. 0 disables."""
     context_max_similarity: float = Field(default=0.9, ge=0.0, le=1.0)
     """Most word-set (Jaccard) similarity of the other prompt of a mismatched-context pair; near-verbatim repeats of the same request are never used (the answer could fit them as well)."""
     context_pool: int = Field(default=256, ge=1)

@@ -169,31 +169,34 @@ def test_thumb_anchor_keeps_heldout_thumbs_out():
     assert len(pairs) == sum(not is_heldout(f"t{i}", 0.5) for i in range(100))
 
 
-def test_thumb_up_yields_the_same_answer_under_another_recent_prompt_as_rejected():
+def test_thumb_up_yields_the_same_answer_under_the_most_similar_request_of_another_user():
     b = PairBuilder(settings(context_negatives=1))
-    b.add(fb("c", CMP, answer="x", rejected="y", prompt="Hi, I am Bo. Where is order 777?"))
-    b.add(fb("d", THUMB, answer="no", thumb=DOWN, prompt="Hi, I am Al. Reset my password"))
-    pairs = b.add(fb("u", THUMB, answer="Hi Ann, refund for 555 started.", thumb=UP, prompt="Hi, I am Ann. Refund 555"))
+    b.add(fb("c", CMP, answer="x", rejected="y", user="u2", prompt="Hi, I am Bo. Refund order 777 please"))
+    b.add(fb("d", THUMB, answer="no", thumb=DOWN, user="u3", prompt="Hi, I am Al. Reset my password"))
+    b.add(fb("m", THUMB, answer="no", thumb=DOWN, user="u1", prompt="Hi, I am Ann. Refund order 555 please"))
+    pairs = b.add(fb("u", THUMB, answer="Hi Ann, refund for 555 started.", thumb=UP, user="u1",
+                     prompt="Hi, I am Ann. Refund order 555"))
     [ctx] = [p for p in pairs if p.kind == "context"]
     assert ctx.chosen.answer == ctx.rejected.answer == "Hi Ann, refund for 555 started."
-    assert ctx.chosen.prompt == (("user", "Hi, I am Ann. Refund 555"),)
-    assert ctx.rejected.prompt in ((("user", "Hi, I am Bo. Where is order 777?"),), (("user", "Hi, I am Al. Reset my password"),))
+    assert ctx.chosen.prompt == (("user", "Hi, I am Ann. Refund order 555"),)
+    # the most similar request of another user: Bo's refund (Ann's own earlier request is hers, not another's)
+    assert ctx.rejected.prompt == (("user", "Hi, I am Bo. Refund order 777 please"),)
     assert ctx.feedback_ids == ("u",) and not ctx.heldout and b.counts["pairs_context"] == 1
-    down = b.add(fb("d2", THUMB, answer="meh", thumb=DOWN, prompt="Hi, I am Ann. Refund 555 now"))
-    assert [p.kind for p in down] == ["thumbs"]  # a thumb down gets no mismatched-context pair
+    down = b.add(fb("d2", THUMB, answer="meh", thumb=DOWN, user="u4", prompt="Hi, I am Ann. Refund 555 now"))
+    assert "context" not in [p.kind for p in down]  # a thumb down gets no mismatched-context pair
 
 
 def test_context_pairs_skip_near_repeats_and_replay_identically():
     s = settings(context_negatives=2, context_max_similarity=0.5)
     b = PairBuilder(s)
-    b.add(fb("d1", THUMB, answer="a", thumb=DOWN, prompt="refund for order 123 please"))  # too similar to the up's
+    b.add(fb("d1", THUMB, answer="a", thumb=DOWN, user="x", prompt="refund for order 123 please"))  # too similar
     for i in range(5):
-        b.add(fb(f"d{i + 2}", THUMB, answer="a", thumb=DOWN, prompt=f"question number {i} about hours"))
+        b.add(fb(f"d{i + 2}", THUMB, answer="a", thumb=DOWN, user="x", prompt=f"question number {i} about hours"))
     state = json.loads(json.dumps(b.state_dict()))
     pairs = [p for p in b.add(fb("u", THUMB, answer="ok", thumb=UP, prompt="refund for order 555 please"))
              if p.kind == "context"]
     assert len(pairs) == 2
-    assert all("hours" in p.rejected.prompt[0][1] for p in pairs)
+    assert [p.rejected.prompt[0][1] for p in pairs] == ["question number 4 about hours", "question number 3 about hours"]
     again = PairBuilder(s)
     again.load_state_dict(state)
     same = [p for p in again.add(fb("u", THUMB, answer="ok", thumb=UP, prompt="refund for order 555 please"))
@@ -203,7 +206,8 @@ def test_context_pairs_skip_near_repeats_and_replay_identically():
 
 def test_context_pairs_are_training_side_only():
     b = PairBuilder(settings(context_negatives=1, heldout_fraction=0.5))
-    pairs = [p for i in range(60) for p in b.add(fb(f"t{i}", THUMB, answer=f"a{i}", thumb=UP, prompt=f"q{i} w{i}"))]
+    pairs = [p for i in range(60)
+             for p in b.add(fb(f"t{i}", THUMB, answer=f"a{i}", thumb=UP, user=f"u{i}", prompt=f"q{i} w{i}"))]
     ctx = [p for p in pairs if p.kind == "context"]
     assert ctx and not any(p.heldout for p in ctx)
     assert all(not is_heldout(p.feedback_ids[0], 0.5) for p in ctx)
