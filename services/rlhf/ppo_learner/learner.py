@@ -40,7 +40,7 @@ PublishFn = Callable[[dict], int]
 @dataclass
 class GateConfig:
     eval_every: int = 5
-    kl_bound: float = 1.5
+    kl_bound: float = 2.0
     score_tolerance: float = 0.0
     revert_after: int = 3
     eval_seed: int = 1234

@@ -41,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time-budget", type=float, default=0.0, help="stop after this many seconds (0: no limit)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--eval-every", type=int, default=5, help="gate evaluation every K iterations")
-    p.add_argument("--kl-bound", type=float, default=1.5, help="gate: max KL to the reference (nats/answer)")
+    p.add_argument("--kl-bound", type=float, default=2.0, help="gate: max KL to the reference (nats/answer)")
     p.add_argument("--score-tolerance", type=float, default=0.0, help="gate: allowed drop of the held-out score")
     p.add_argument("--keep-versions", action="store_true", help="keep every published version under versions/")
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in --out")
