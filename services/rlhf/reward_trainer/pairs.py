@@ -13,9 +13,10 @@
   under the most similar recent request of another user. An answer that
   pleased one customer is no answer to somebody else's request (another
   name and order, often another intent), so these pairs isolate exactly what
-  real pairs teach slowly: whether the answer fits the request. Only the context differs, so nothing else can
-  explain the preference. They are built on the training side only; held-out
-  accuracy stays a measure on real answer-against-answer judgements.
+  real pairs teach slowly: whether the answer fits the request. Only the
+  context differs, so nothing else can explain the preference. They are
+  built on the training side only; held-out accuracy stays a measure on real
+  answer-against-answer judgements.
 - A comment is counted and logged; it is not trained on (yet).
 - The same feedback id is counted once, whatever the transport redelivers.
 - Each user has `user_cap` feedback events per window of `user_window_s`
@@ -232,7 +233,8 @@ class PairBuilder:
 
     def _add_thumb(self, fb: events_pb2.FeedbackGiven, heldout: bool) -> list[Pair]:
         side = side_of(fb, fb.answer)
-        anchored = self._anchor_pair(fb, side, heldout) + self._context_pairs(fb, side, heldout)
+        # pairs made of this thumb alone (against the empty answer, or under another prompt)
+        single = self._anchor_pair(fb, side, heldout) + self._context_pairs(fb, side, heldout)
         me = _Waiting(fb.feedback_id, side, prompt_words(side.prompt, side.prompt_text), fb.given_at_unix_ms)
         other = chat_pb2.THUMB_DOWN if fb.thumb == chat_pb2.THUMB_UP else chat_pb2.THUMB_UP
         partner = self._best_partner(me, self._pools[(heldout, other)])
@@ -249,10 +251,10 @@ class PairBuilder:
                 if not gone.uses:
                     self.counts["thumb_expired"] += 1
         if partner is None:
-            return anchored
+            return single
         up, down = (me, partner) if fb.thumb == chat_pb2.THUMB_UP else (partner, me)
         self.counts["pairs_thumbs"] += 1
-        return anchored + [
+        return single + [
             Pair(
                 pair_id=f"t:{up.feedback_id}:{down.feedback_id}",
                 chosen=up.side,
