@@ -248,7 +248,13 @@ def test_cancelled_and_expired_calls_stop_their_generation(start_server):
     while _ended("cancelled") < before + 1:
         assert time.monotonic() < deadline, "the abandoned generation was not stopped"
         time.sleep(0.01)
+    # A call that cannot get the single slot before its deadline: it queues behind fresh work
+    # (the first busy calls may be done by now; decoding the tiny policy is fast).
+    ahead = [stub.Chat.future(request(max_new_tokens=64, temperature=0.0)) for _ in range(4)]
+    while engine.queue_depth + engine.running < 4:
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
     with pytest.raises(grpc.RpcError) as info:
         stub.Chat(request(max_new_tokens=64), timeout=0.05)
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    assert all(f.result(timeout=60).text for f in busy)
+    assert all(f.result(timeout=60).text for f in busy + ahead)

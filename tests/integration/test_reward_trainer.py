@@ -10,6 +10,7 @@ held-out accuracy, pairs seen and feedback offsets in the manifest.
 """
 from __future__ import annotations
 
+import collections
 import json
 import os
 import signal
@@ -154,9 +155,14 @@ def test_feedback_in_version_out_survives_kill_9(stack, unique_topic, redis_pref
     assert len(events) <= sum(state["offsets"].values()) <= len(events) + N_GARBAGE
 
     # Undecodable messages went to the dead-letter topic, with the reason.
+    # Delivery to the dead-letter topic is at-least-once: the kill can land between a batch's
+    # dead-letter write and its commit, and the redelivered batch writes that letter again.
+    # Every undecodable message is there, and only those (by source offset).
     dead = read_topic(kafka, dlq_topic, timeout_s=20, min_records=N_GARBAGE)
-    assert len(dead) == N_GARBAGE
-    assert all(events_pb2.DeadLetter.FromString(r.value).source_topic == feedback_topic for r in dead)
+    letters = [events_pb2.DeadLetter.FromString(r.value) for r in dead]
+    assert all(d.source_topic == feedback_topic for d in letters)
+    sources = collections.Counter((d.source_partition, d.source_offset) for d in letters)
+    assert len(sources) == N_GARBAGE and max(sources.values()) <= 2, sources
 
     # A reward-model version with its held-out accuracy, pairs seen and offsets covered.
     store = WeightStore(RedisSettings(url=stack.redis_url, key_prefix=redis_prefix), "reward")

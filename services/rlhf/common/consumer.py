@@ -212,13 +212,15 @@ class ConsumerLoop:
                 in_batch.add(env.event_id)
                 key = msg.key.decode("utf-8", "replace") if msg.key is not None else None
                 batch.append(ConsumedEvent(tp.topic, tp.partition, msg.offset, key, env))
-        if dead:
-            self._send_dead_letters(dead)
         if batch:
             self.handler(batch)  # returns once the effects are durable (see module docstring)
             self.dedup.add(e.envelope.event_id for e in batch)
             for topic, n in collections.Counter(e.topic for e in batch).items():
                 m.EVENTS_CONSUMED.labels(self.service, topic).inc(n)
+        if dead:
+            # After the handler, right before the commit: a crash in between writes a
+            # dead letter again on redelivery (at-least-once), so keep that window short.
+            self._send_dead_letters(dead)
         for topic, n in duplicates.items():
             m.EVENTS_DUPLICATES_DROPPED.labels(self.service, topic).inc(n)
         try:
