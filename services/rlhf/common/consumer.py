@@ -1,10 +1,13 @@
 """Consuming events at least once, idempotently: the `ConsumerLoop`.
 
 The loop polls a batch in a consumer group (kafka-python, manual commits),
-decodes every message, sends undecodable ones to the dead-letter topic (with
-the reason, their source and original bytes) and keeps going, drops events
-whose id was already handled, hands the rest to the service's handler, and
-commits the offsets only after the handler returned.
+decodes every message, drops events whose id was already handled, hands the
+rest to the service's handler, sends undecodable ones to the dead-letter topic
+(with the reason, their source and original bytes) and keeps going, and
+commits the offsets only after the handler returned and the dead letters were
+acknowledged. Dead letters are at-least-once: a crash between their write and
+the commit writes them again on redelivery (each carries its source offset,
+so a reader can tell).
 
 The contract with the handler: it returns only once the batch's effects are
 durable (written to the service's checkpoint, together with the handled event

@@ -3,9 +3,11 @@
 Why: a decode step of the small policies here is far from compute-bound
 (16 rows x 4 layers x 256 wide is a few MFLOP). What it costs is the per-call
 work of the generic forward: mask construction, cache objects that grow by
-concatenation, output wrappers. Measured on 2 cores with the default policy
-and 16 rows: 5.8 ms a step through `model(...)`; this module runs the same
-modules' weights with a preallocated cache and one boolean key mask.
+concatenation, output wrappers. This module runs the same modules' weights
+with a preallocated cache and one boolean key mask. Measured on 2 cores with
+the default policy, 16 rows, 48 tokens: a rollout's decode took 0.28 s through
+`model(...)` and 0.23 s here; what remains is mostly the small matrix products
+themselves (each step reads every weight once).
 
 The maths is GPT-2's, reading the model's own submodules (`ln_1`, `attn.c_attn`,
 `attn.c_proj`, `ln_2`, `mlp`, `ln_f`, `lm_head`), so fine-tuned weights and the
