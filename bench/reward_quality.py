@@ -104,9 +104,10 @@ def run(args: argparse.Namespace) -> dict:
     eval_events = simulate_feedback(eval_groups, args.eval_events, seed=args.seed + 1)
     sample_s = time.perf_counter() - t0
 
-    settings = RewardTrainerSettings(base_model=policy, **json.loads(args.settings))
+    backbone = args.backbone or policy
+    settings = RewardTrainerSettings(base_model=backbone, **json.loads(args.settings))
     eval_set = eval_pairs(eval_events, settings.pair_settings())
-    rm = RewardModel.from_pretrained(policy, settings.max_length, settings.seed)
+    rm = RewardModel.from_pretrained(backbone, settings.max_length, settings.seed)
     learner = RewardLearner(settings, rm)
     curve, reached = [], {}
     t0 = time.perf_counter()
@@ -133,6 +134,7 @@ def run(args: argparse.Namespace) -> dict:
     answers = [a for g in groups for a in g]
     return {
         "policy": policy,
+        "backbone": backbone,
         "answers": args.answers,
         "events": len(stream),
         "eval_pairs": len(eval_set),
@@ -173,7 +175,7 @@ def table(r: dict) -> str:
         ("seconds: sampling / training", f"{r['sample_seconds']} / {r['train_seconds']}"),
     ]
     w = max(len(k) for k, _ in rows)
-    lines = [f"reward-model quality, policy {r['policy']}"] + [f"  {k:<{w}}  {v}" for k, v in rows]
+    lines = [f"reward-model quality, policy {r['policy']}, backbone {r['backbone']}"] + [f"  {k:<{w}}  {v}" for k, v in rows]
     lines.append("  curve (events: eval / held-out accuracy): " + ", ".join(
         f"{p['events']}: {p['eval_accuracy']:.2f}/{p['heldout_accuracy']:.2f}" for p in r["curve"]))
     lines.append("  eval accuracy by what tells the answers apart (n >= 10): " + ", ".join(
@@ -184,6 +186,9 @@ def table(r: dict) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--policy", default=None, help="SFT policy directory (default: train a tiny one)")
+    p.add_argument("--backbone", default=None,
+                   help="reward-model backbone directory (default: the policy, as the service does); any local "
+                        "causal-LM or sequence-classification model")
     p.add_argument("--workdir", default=".rlhf/bench", help="where a tiny policy is written")
     p.add_argument("--events", type=int, default=2000)
     p.add_argument("--eval-events", type=int, default=800, help="feedback events behind the independent eval set")

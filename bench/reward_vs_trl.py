@@ -2,11 +2,12 @@
 
 Pairs come from simulated users' feedback on the SFT policy's answers
 (bench/reward_feedback.py), split by the reward trainer's own held-out rule.
-Both trainers then start from the same weights (the SFT policy with the same
-seeded scalar head) and see the same token ids: TRL gets the pairs already
-tokenized with the chat template (`chosen_ids`/`rejected_ids`), which sidesteps
-two TRL traps (it joins prompt and answer with no separator, and silently
-drops pairs longer than `max_length`). Same optimizer (AdamW, constant
+Both trainers then start from the same weights (the backbone: by default the
+SFT policy, or `--backbone DIR`, e.g. the MiniLM encoder; the same seeded
+scalar head) and see the same token ids: TRL gets the pairs already tokenized
+with the chat template (`chosen_ids`/`rejected_ids`), which sidesteps two TRL
+traps (it joins prompt and answer with no separator, and silently drops pairs
+longer than `max_length`). Same optimizer (AdamW, constant
 learning rate, grad clip 1.0, no weight decay), batch size (pairs per step)
 and number of steps; one after the other in one process, on the same
 threads. Ours takes each step as the service does: fresh pairs topped up from
@@ -16,7 +17,7 @@ Timed: the optimizer steps only (both tokenize before training: TRL in its
 constructor, ours when pairs arrive). Accuracy: both models scored by the same
 function on the same held-out pairs.
 
-  python bench/reward_vs_trl.py --policy .rlhf/sft [--steps 150] [--batch 16] [--repeat 1] [--json]
+  python bench/reward_vs_trl.py --policy .rlhf/sft [--backbone DIR] [--steps 150] [--batch 16] [--repeat 1] [--json]
 """
 from __future__ import annotations
 
@@ -52,8 +53,8 @@ def make_pairs(args: argparse.Namespace, policy: str):
     return [p for p in pairs if not p.heldout], [p for p in pairs if p.heldout]
 
 
-def run_ours(policy: str, train, heldout, args: argparse.Namespace) -> dict:
-    rm = RewardModel.from_pretrained(policy, args.max_length, seed=args.seed)
+def run_ours(backbone: str, train, heldout, args: argparse.Namespace) -> dict:
+    rm = RewardModel.from_pretrained(backbone, args.max_length, seed=args.seed)
     trainer = BTTrainer(rm, TrainSettings(batch_size=args.batch, lr=args.lr, max_length=args.max_length,
                                           replay_fraction=args.replay_fraction, seed=args.seed))
     trainer.add(train)  # tokenizes once, as the service does when pairs arrive
@@ -67,14 +68,14 @@ def run_ours(policy: str, train, heldout, args: argparse.Namespace) -> dict:
     return {"seconds": seconds, "accuracy": evaluate(rm, heldout).accuracy, "last_loss": trainer.last_loss}
 
 
-def run_trl(policy: str, train, heldout, args: argparse.Namespace) -> dict:
+def run_trl(backbone: str, train, heldout, args: argparse.Namespace) -> dict:
     from datasets import Dataset
     from trl import RewardConfig, RewardTrainer
 
-    rm = RewardModel.from_pretrained(policy, args.max_length, seed=args.seed)
+    rm = RewardModel.from_pretrained(backbone, args.max_length, seed=args.seed)
     ids = [rm.tokenize([p.chosen, p.rejected]) for p in train]
     data = Dataset.from_dict({"chosen_ids": [c.tolist() for c, _ in ids], "rejected_ids": [r.tolist() for _, r in ids]})
-    model, tokenizer = load_backbone(policy, seed=args.seed)  # same weights and head as ours
+    model, tokenizer = load_backbone(backbone, seed=args.seed)  # same weights and head as ours
     with tempfile.TemporaryDirectory(prefix="rlhf-trl-") as out:
         config = RewardConfig(
             output_dir=out, per_device_train_batch_size=args.batch, max_steps=args.steps, learning_rate=args.lr,
@@ -97,16 +98,18 @@ def run(args: argparse.Namespace) -> dict:
         from rlhf.sft.tiny import make_tiny_policy
 
         policy = str(make_tiny_policy(Path(args.workdir) / "tiny-policy"))
-    train, heldout = make_pairs(args, policy)
+    train, heldout = make_pairs(args, policy)  # the policy's answers, rated by simulated users
+    backbone = args.backbone or policy
     ours, trl = [], []
     for _ in range(args.repeat):  # alternate, so drift in machine load hits both alike
-        ours.append(run_ours(policy, train, heldout, args))
-        trl.append(run_trl(policy, train, heldout, args))
+        ours.append(run_ours(backbone, train, heldout, args))
+        trl.append(run_trl(backbone, train, heldout, args))
     examples = args.steps * args.batch
     eps_ours = examples / statistics.median(r["seconds"] for r in ours)
     eps_trl = examples / statistics.median(r["seconds"] for r in trl)
     return {
         "policy": policy,
+        "backbone": backbone,
         "answers": args.answers,
         "train_pairs": len(train),
         "heldout_pairs": len(heldout),
@@ -127,7 +130,7 @@ def run(args: argparse.Namespace) -> dict:
 
 def table(r: dict) -> str:
     return "\n".join([
-        f"reward model: ours vs TRL RewardTrainer ({r['policy']}, {r['answers']} answers)",
+        f"reward model: ours vs TRL RewardTrainer (backbone {r['backbone']}; {r['answers']} answers of {r['policy']})",
         f"  {r['train_pairs']} training pairs, {r['heldout_pairs']} held-out; {r['steps']} steps x {r['batch_pairs']} pairs,"
         f" lr {r['lr']}, {r['threads']} thread(s), median of {r['repeat']}",
         f"  {'':<22}{'ours':>10}{'TRL':>10}{'ratio':>10}",
@@ -139,6 +142,8 @@ def table(r: dict) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--policy", default=None, help="SFT policy directory (default: train a tiny one)")
+    p.add_argument("--backbone", default=None,
+                   help="reward-model backbone directory for both trainers (default: the policy)")
     p.add_argument("--workdir", default=".rlhf/bench")
     p.add_argument("--answers", choices=["policy", "world"], default="policy")
     p.add_argument("--prompts", type=int, default=400, help="world prompts (400 shares the sampled answers with reward_quality.py)")

@@ -213,7 +213,8 @@ def service_specs(
             rlhf_command("serve", "reward-trainer"),
             env={**common,
                  "RLHF_REWARD_METRICS_PORT": str(ports["reward-trainer"]),
-                 "RLHF_REWARD_BASE_MODEL": str(policy_dir),
+                 # The SFT policy, unless the operator named another backbone (e.g. MiniLM).
+                 "RLHF_REWARD_BASE_MODEL": os.environ.get("RLHF_REWARD_BASE_MODEL") or str(policy_dir),
                  "RLHF_REWARD_CHECKPOINT_DIR": str(run_dir / "reward-trainer")},
             ready_url=rm_ready, metrics_url=rm_metrics,
         ),
