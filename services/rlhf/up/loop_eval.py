@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import subprocess
 import threading
@@ -165,7 +166,13 @@ def build_report(args, system: LocalSystem, manifests: list, last: Figures | Non
         versions=rows,
         stage_seconds=stage,
         timeline=timeline,
+        environment=settings_from_environment(),
     )
+
+
+def settings_from_environment() -> dict[str, str]:
+    """The `RLHF_*` settings an operator exported for this run; every service read them, so the report names them."""
+    return {k: v for k, v in sorted(os.environ.items()) if k.startswith("RLHF_")}
 
 
 def offline_eval(policy_dir: Path, preference: str, prompts: Path, n: int, seed: int) -> dict:

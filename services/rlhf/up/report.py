@@ -43,6 +43,8 @@ class LoopReport:
     versions: list[VersionRow]
     stage_seconds: dict[str, float | None]
     timeline: list[dict] = field(default_factory=list)
+    environment: dict[str, str] = field(default_factory=dict)
+    """`RLHF_*` settings exported for the run (the rest were the shipped defaults)."""
 
     def to_json(self) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k not in ("versions", "timeline")}
@@ -63,6 +65,9 @@ def write_report(report: LoopReport, out: Path) -> Path:
         f"| thumbs-up rate (live traffic) | {_pct(report.baseline_thumbs_up)} | {_pct(report.final_thumbs_up)} |",
         f"| offline preference score (held-out prompts) | {_num(report.baseline_score)} | {_num(report.final_score)} |",
         f"| KL to the SFT policy, held-out prompts | 0 | {_num(report.final_kl)} (bound {_num(report.kl_bound)}) |",
+        "",
+        "Settings from the environment: " + (", ".join(f"`{k}={v}`" for k, v in report.environment.items())
+                                             if report.environment else "none, the shipped defaults") + ".",
         "",
         "## Policy versions",
         "",

@@ -22,3 +22,14 @@ def test_report_writes_markdown_json_and_plots(tmp_path):
     for png in ("thumbs_up_per_version.png", "offline_score_per_version.png", "learners_over_time.png"):
         assert (tmp_path / png).stat().st_size > 1000
         assert png in text
+
+
+def test_report_names_the_settings_exported_for_the_run(tmp_path):
+    rows = [VersionRow(1, 0, None, 30, 70, 0.3)]
+    plain = LoopReport("m:f", 1, 0.3, 0.3, None, None, None, 2.0, rows, {})
+    assert "none, the shipped defaults" in write_report(plain, tmp_path / "plain").read_text()
+    tuned = LoopReport("m:f", 1, 0.3, 0.3, None, None, None, 2.0, rows, {},
+                       environment={"RLHF_REWARD_BASE_MODEL": "/models/minilm"})
+    assert "`RLHF_REWARD_BASE_MODEL=/models/minilm`" in write_report(tuned, tmp_path / "tuned").read_text()
+    assert json.loads((tmp_path / "tuned" / "report.json").read_text())["environment"] == {
+        "RLHF_REWARD_BASE_MODEL": "/models/minilm"}
