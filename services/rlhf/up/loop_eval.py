@@ -167,7 +167,19 @@ def build_report(args, system: LocalSystem, manifests: list, last: Figures | Non
         stage_seconds=stage,
         timeline=timeline,
         environment=settings_from_environment(),
+        policy=describe_policy(system.policy_dir),
     )
+
+
+def describe_policy(policy_dir: Path) -> str:
+    """The run's starting policy in a line: its directory and, for our own SFT output, how it was trained."""
+    try:
+        cfg = json.loads((policy_dir / "sft_config.json").read_text())["config"]
+        shape = cfg.get("shape", {})
+        return (f"`{policy_dir}`: SFT, {cfg['steps']} steps, seed {cfg['seed']}, "
+                f"{shape.get('n_layer', '?')} layers x {shape.get('n_embd', '?')} wide")
+    except (OSError, ValueError, KeyError):  # any other local Hugging Face model directory
+        return f"`{policy_dir}`"
 
 
 def settings_from_environment() -> dict[str, str]:

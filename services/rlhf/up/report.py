@@ -45,6 +45,8 @@ class LoopReport:
     timeline: list[dict] = field(default_factory=list)
     environment: dict[str, str] = field(default_factory=dict)
     """`RLHF_*` settings exported for the run (the rest were the shipped defaults)."""
+    policy: str = ""
+    """The starting policy: its directory and, for our own SFT output, how it was trained."""
 
     def to_json(self) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k not in ("versions", "timeline")}
@@ -69,6 +71,7 @@ def write_report(report: LoopReport, out: Path) -> Path:
         "Settings from the environment: " + (", ".join(f"`{k}={v}`" for k, v in report.environment.items())
                                              if report.environment else "none, the shipped defaults") + ".",
         "",
+        *([f"Starting policy: {report.policy}.", ""] if report.policy else []),
         "## Policy versions",
         "",
         "| version | published at | thumbs up/down (live) | thumbs-up rate | offline score (95% CI) | KL, held-out | KL, rollouts | reward-model version |",

@@ -33,3 +33,18 @@ def test_report_names_the_settings_exported_for_the_run(tmp_path):
     assert "`RLHF_REWARD_BASE_MODEL=/models/minilm`" in write_report(tuned, tmp_path / "tuned").read_text()
     assert json.loads((tmp_path / "tuned" / "report.json").read_text())["environment"] == {
         "RLHF_REWARD_BASE_MODEL": "/models/minilm"}
+
+
+def test_report_names_the_starting_policy(tmp_path):
+    from rlhf.up.loop_eval import describe_policy
+
+    policy = tmp_path / "policy"
+    policy.mkdir()
+    assert describe_policy(policy) == f"`{policy}`"  # a plain Hugging Face directory
+    (policy / "sft_config.json").write_text(json.dumps(
+        {"config": {"steps": 1800, "seed": 0, "shape": {"n_layer": 4, "n_embd": 256}}}))
+    line = describe_policy(policy)
+    assert "1800 steps" in line and "seed 0" in line and "4 layers x 256 wide" in line
+    report = LoopReport("m:f", 1, 0.3, 0.3, None, None, None, 2.0, [VersionRow(1, 0, None, 30, 70, 0.3)], {},
+                        policy=line)
+    assert f"Starting policy: {line}." in write_report(report, tmp_path / "out").read_text()
