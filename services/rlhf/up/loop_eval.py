@@ -182,9 +182,16 @@ def describe_policy(policy_dir: Path) -> str:
         return f"`{policy_dir}`"
 
 
+SECRET_MARKERS = ("KEY", "PASSWORD", "SECRET", "TOKEN")
+
+
 def settings_from_environment() -> dict[str, str]:
-    """The `RLHF_*` settings an operator exported for this run; every service read them, so the report names them."""
-    return {k: v for k, v in sorted(os.environ.items()) if k.startswith("RLHF_")}
+    """The `RLHF_*` settings an operator exported for this run; every service read them, so the report names them.
+
+    Credentials (e.g. `RLHF_INFERENCE_API_KEYS`) are named but not written: reports get shared.
+    """
+    return {k: "<set>" if any(m in k for m in SECRET_MARKERS) else v
+            for k, v in sorted(os.environ.items()) if k.startswith("RLHF_")}
 
 
 def offline_eval(policy_dir: Path, preference: str, prompts: Path, n: int, seed: int) -> dict:

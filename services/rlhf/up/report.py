@@ -69,7 +69,7 @@ def write_report(report: LoopReport, out: Path) -> Path:
         f"| KL to the SFT policy, held-out prompts | 0 | {_num(report.final_kl)} (bound {_num(report.kl_bound)}) |",
         "",
         "Settings from the environment: " + (", ".join(f"`{k}={v}`" for k, v in report.environment.items())
-                                             if report.environment else "none, the shipped defaults") + ".",
+                                             if report.environment else "none exported") + ".",
         "",
         *([f"Starting policy: {report.policy}.", ""] if report.policy else []),
         "## Policy versions",

@@ -27,7 +27,7 @@ def test_report_writes_markdown_json_and_plots(tmp_path):
 def test_report_names_the_settings_exported_for_the_run(tmp_path):
     rows = [VersionRow(1, 0, None, 30, 70, 0.3)]
     plain = LoopReport("m:f", 1, 0.3, 0.3, None, None, None, 2.0, rows, {})
-    assert "none, the shipped defaults" in write_report(plain, tmp_path / "plain").read_text()
+    assert "Settings from the environment: none exported." in write_report(plain, tmp_path / "plain").read_text()
     tuned = LoopReport("m:f", 1, 0.3, 0.3, None, None, None, 2.0, rows, {},
                        environment={"RLHF_REWARD_BASE_MODEL": "/models/minilm"})
     assert "`RLHF_REWARD_BASE_MODEL=/models/minilm`" in write_report(tuned, tmp_path / "tuned").read_text()
@@ -48,3 +48,15 @@ def test_report_names_the_starting_policy(tmp_path):
     report = LoopReport("m:f", 1, 0.3, 0.3, None, None, None, 2.0, [VersionRow(1, 0, None, 30, 70, 0.3)], {},
                         policy=line)
     assert f"Starting policy: {line}." in write_report(report, tmp_path / "out").read_text()
+
+
+def test_exported_credentials_are_named_not_written(monkeypatch):
+    from rlhf.up.loop_eval import settings_from_environment
+
+    monkeypatch.setenv("RLHF_INFERENCE_API_KEYS", "k1,k2")
+    monkeypatch.setenv("RLHF_REWARD_LR", "5e-5")
+    monkeypatch.setenv("OTHER_SETTING", "x")
+    env = settings_from_environment()
+    assert env["RLHF_INFERENCE_API_KEYS"] == "<set>"
+    assert env["RLHF_REWARD_LR"] == "5e-5"
+    assert "OTHER_SETTING" not in env
