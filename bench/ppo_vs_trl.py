@@ -69,7 +69,7 @@ def worker_ours(a: argparse.Namespace, advantage: str) -> dict:
     from rlhf.ppo_learner.settings import PPOHyperparams
     from rlhf.ppo_learner.trainer import PPOTrainer
 
-    # ours: PPO defaults (4 epochs x minibatches of 8, as TRL's PPOTrainer below).
+    # ours: PPO defaults (epochs x minibatches of PPOHyperparams; TRL's PPOTrainer below gets the same).
     # ours-rloo: one gradient step per batch, as TRL's RLOOTrainer with num_iterations=1.
     shape = {} if advantage == "gae" else {"ppo_epochs": 1, "minibatch_size": a.prompts_per_iter * a.k}
     hp = PPOHyperparams(advantage=advantage, rollout_prompts=a.prompts_per_iter, completions_per_prompt=a.k,
@@ -159,6 +159,7 @@ def worker_trl_ppo(a: argparse.Namespace) -> dict:
     from rlhf.ppo_learner.models import load_tokenizer
     from rlhf.ppo_learner.prompts import Prompt
     from rlhf.ppo_learner.rollout import render_prompt
+    from rlhf.ppo_learner.settings import PPOHyperparams
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
     from trl.experimental.ppo import PPOConfig, PPOTrainer
 
@@ -169,9 +170,12 @@ def worker_trl_ppo(a: argparse.Namespace) -> dict:
            for r in rows for _ in range(a.k)]
     ds = Dataset.from_dict({"input_ids": ids})
     n = a.prompts_per_iter * a.k
+    # The same update as our PPO's (its defaults or RLHF_PPO_* overrides): as many epochs, minibatches of the same size.
+    ours = PPOHyperparams()
+    epochs, minibatch = ours.ppo_epochs, ours.minibatch_size
     cfg = PPOConfig(
-        output_dir=str(Path(a.out) / "trl"), per_device_train_batch_size=n, num_mini_batches=2,
-        gradient_accumulation_steps=1, num_ppo_epochs=4, response_length=a.max_new_tokens, stop_token="eos",
+        output_dir=str(Path(a.out) / "trl"), per_device_train_batch_size=n, num_mini_batches=max(1, n // minibatch),
+        gradient_accumulation_steps=1, num_ppo_epochs=epochs, response_length=a.max_new_tokens, stop_token="eos",
         temperature=1.0, learning_rate=a.lr, kl_coef=a.beta, missing_eos_penalty=1.0, total_episodes=10**7,
         local_rollout_forward_batch_size=n, num_sample_generations=0, logging_steps=10**6, save_strategy="no",
         report_to="none", disable_tqdm=True, bf16=False, use_cpu=True, seed=a.seed, vf_coef=0.1,
