@@ -321,8 +321,15 @@ def main() -> int:
     fastest = max(trl, key=lambda s: results[s]["samples_per_s"]) if trl else None
     best = max(trl, key=lambda s: results[s]["score"]["mean_score"]) if trl else None
     ours = results.get("ours")
+
+    def ratio(a: str, b: str | None) -> float | None:
+        return results[a]["samples_per_s"] / results[b]["samples_per_s"] if a in results and b in results else None
+
     summary = {
-        "samples_per_s_ratio": ours["samples_per_s"] / results[fastest]["samples_per_s"] if ours and fastest else None,
+        "samples_per_s_ratio": ratio("ours", fastest),
+        # The same algorithm on both sides: what the implementation buys, apart from how many
+        # gradient steps each algorithm takes per batch.
+        "samples_per_s_ratio_same_algorithm": {"ppo": ratio("ours", "trl-ppo"), "rloo": ratio("ours-rloo", "trl-rloo")},
         "score_ours": ours["score"]["mean_score"] if ours else None,
         "score_trl": results[best]["score"]["mean_score"] if best else None,
         "score_sft": results["sft"]["score"]["mean_score"],
@@ -358,7 +365,10 @@ def table(s: dict) -> str:
         lines.append(f"{name:<10} {sps:>10} {spi:>8} {it:>6} {r['score']:>12.3f} {ci:>16} {r['thumbs_up_rate']:>10.3f}")
     if s["samples_per_s_ratio"]:
         lines.append(f"samples/s ours / fastest TRL ({s['fastest_trl']}): {s['samples_per_s_ratio']:.2f}x (goal >= 1.5x)")
-    if s["score_trl"] is not None:
+    for algo, r in s["samples_per_s_ratio_same_algorithm"].items():
+        if r:
+            lines.append(f"samples/s same algorithm, {algo}: ours / TRL {r:.2f}x")
+    if s["score_trl"] is not None and s["score_ours"] is not None:
         lines.append(f"score ours {s['score_ours']:.3f} vs best TRL ({s['best_trl']}) {s['score_trl']:.3f} "
                      f"vs SFT {s['score_sft']:.3f}")
     return "\n".join(lines)

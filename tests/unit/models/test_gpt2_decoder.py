@@ -53,3 +53,18 @@ def test_sample_draws_the_same_answers_on_the_generic_path(tiny_policy_dir, tiny
     generic = draw()
     assert torch.equal(lean[0], generic[0]) and torch.equal(lean[1], generic[1])
     torch.testing.assert_close(lean[2], generic[2], atol=1e-4, rtol=0)
+
+
+def test_a_new_decoder_reads_the_weights_as_they_are_after_an_update(tiny_policy_dir, tiny_prompts):
+    """The decoder copies the projections when it is made: one made after an optimizer step must see the step."""
+    torch.set_num_threads(1)
+    tok, lm = load_tokenizer(tiny_policy_dir), load_lm(tiny_policy_dir)
+    ids, mask = encode_prompts(tok, tiny_prompts[:2], max_prompt_tokens=64)
+    pos = position_ids_from_mask(mask)
+    before, _ = gpt2_decoder.GPT2Decoder(lm, 2, ids.shape[1]).prefill(ids, mask, pos)
+    with torch.no_grad():
+        lm.transformer.h[0].mlp.c_fc.weight.mul_(1.5)
+    after, _ = gpt2_decoder.GPT2Decoder(lm, 2, ids.shape[1]).prefill(ids, mask, pos)
+    full = lm(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, -1]
+    assert not torch.allclose(before, after, atol=1e-3)
+    torch.testing.assert_close(after, full, atol=1e-4, rtol=0)
