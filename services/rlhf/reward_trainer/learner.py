@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlhf.common.consumer import LruDedup
+from rlhf.common.dedup import LruDedup
 from rlhf.common.events import UndecodableEvent, decode
 from rlhf.reward_trainer.checkpoint import CheckpointStore, JournalRecord
 from rlhf.reward_trainer.gate import GateDecision, decide
@@ -93,7 +93,7 @@ class RewardLearner:
                 out.by_kind["other"] += 1
                 continue
             fb = env.feedback_given
-            if fb.feedback_id not in self.builder.seen:
+            if not self.builder.seen.seen(fb.feedback_id):
                 kind = KIND_NAMES.get(fb.kind, "unknown")
                 out.by_kind[kind] += 1
                 self.consumed[kind] += 1

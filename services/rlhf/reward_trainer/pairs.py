@@ -38,6 +38,7 @@ from collections import Counter, OrderedDict, deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from rlhf.common.dedup import LruDedup
 from rlhf.reward_trainer.settings import PairSettings
 from rlhf.v1 import chat_pb2, events_pb2
 
@@ -156,8 +157,8 @@ class PairBuilder:
     """Turns feedback into pairs, one event at a time. Its whole state is JSON (`state_dict`)."""
 
     settings: PairSettings
-    seen: set[str] = field(default_factory=set)
-    """Feedback ids already handled (dedup across redeliveries and restarts)."""
+    seen: LruDedup = field(init=False)
+    """Feedback ids already handled, the most recent `dedup_capacity` (dedup across redeliveries and restarts)."""
     counts: Counter = field(default_factory=Counter)
     """Events by outcome: comparison, thumb, comment, capped, duplicate, invalid; and pairs by kind."""
     _windows: dict[str, list[int]] = field(default_factory=dict)  # user -> [window index, events used]
@@ -167,6 +168,7 @@ class PairBuilder:
     _contexts: deque[_Context] = field(default_factory=deque)
 
     def __post_init__(self) -> None:
+        self.seen = LruDedup(self.settings.dedup_capacity)
         for h in (False, True):
             for t in (chat_pb2.THUMB_UP, chat_pb2.THUMB_DOWN):
                 self._pools.setdefault((h, t), OrderedDict())
@@ -178,10 +180,10 @@ class PairBuilder:
         if not fid:
             self.counts["invalid"] += 1
             return []
-        if fid in self.seen:
+        if self.seen.seen(fid):
             self.counts["duplicate"] += 1
             return []
-        self.seen.add(fid)
+        self.seen.add([fid])
         if fb.kind == events_pb2.FEEDBACK_KIND_COMMENT:
             self.counts["comment"] += 1
             return []
@@ -336,7 +338,7 @@ class PairBuilder:
     # -- durable state ----------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {
-            "seen": sorted(self.seen),
+            "seen": self.seen.ids(),  # oldest first
             "counts": dict(self.counts),
             "windows": self._windows,
             "pools": [
@@ -347,7 +349,7 @@ class PairBuilder:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.seen = set(state["seen"])
+        self.seen = LruDedup(self.settings.dedup_capacity, ids=state["seen"])
         self.counts = Counter(state["counts"])
         self._windows = {u: list(s) for u, s in state["windows"].items()}
         for entry in state["pools"]:

@@ -41,6 +41,8 @@ class PairSettings(BaseSettings):
     """Most word-set (Jaccard) similarity of the other prompt of a mismatched-context pair; near-verbatim repeats of the same request are never used (the answer could fit them as well)."""
     context_pool: int = Field(default=256, ge=1)
     """Recent training-side prompts kept as candidates for mismatched-context pairs."""
+    dedup_capacity: int = Field(default=1_000_000, ge=1)
+    """Feedback ids remembered to drop a resent feedback (the oldest are forgotten first): a resend counts once while its id is among the last this many. Bounds the memory and the checkpoint (about 40 MB of ids at the default)."""
 
 
 class TrainSettings(BaseSettings):

@@ -47,7 +47,7 @@ def test_restore_is_checkpoint_plus_journal(tmp_path, tiny_policy_dir):
 
     again, replayed = RewardLearner.restore(s, CheckpointStore(s.checkpoint_dir))
     assert replayed == 10
-    assert again.builder.seen == learner.builder.seen and len(again.builder.seen) == 30
+    assert again.builder.seen.ids() == learner.builder.seen.ids() and len(again.builder.seen) == 30
     assert again.consumed == learner.consumed == {"comparison": 30}
     assert again.offsets == learner.offsets == {"rlhf.feedback:0": 30}
     assert [p.pair_id for p in again.trainer.heldout] == [p.pair_id for p in learner.trainer.heldout]

@@ -47,6 +47,20 @@ def test_duplicate_feedback_id_counts_once():
     assert b.counts["comparison"] == 1 and b.counts["duplicate"] == 1
 
 
+def test_feedback_ids_remembered_are_bounded_oldest_forgotten_first_and_survive_a_restart():
+    b = PairBuilder(settings(dedup_capacity=2))
+    for fid in ("f1", "f2", "f3"):
+        assert len(b.add(fb(fid, CMP, answer="a", rejected="b"))) == 1
+    assert len(b.seen) == 2
+    assert b.add(fb("f3", CMP, answer="a", rejected="b")) == []  # recent: still a duplicate
+    restored = PairBuilder(settings(dedup_capacity=2))
+    restored.load_state_dict(json.loads(json.dumps(b.state_dict())))
+    assert restored.seen.ids() == ["f2", "f3"]
+    assert restored.add(fb("f2", CMP, answer="a", rejected="b")) == []
+    assert len(restored.add(fb("f1", CMP, answer="a", rejected="b"))) == 1  # beyond the bound: forgotten
+    assert restored.counts["duplicate"] == 2
+
+
 def test_up_and_down_on_similar_prompts_pair_up_down_order():
     b = PairBuilder(settings())
     assert b.add(fb("d", THUMB, answer="rude", thumb=DOWN, prompt="refund for order 123 please")) == []
