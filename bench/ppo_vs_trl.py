@@ -95,7 +95,8 @@ def worker_ours(a: argparse.Namespace, advantage: str) -> dict:
     trainer.policy.policy.save_pretrained(a.out)
     tok.save_pretrained(a.out)
     return {"iteration_s": times, "train_s": train_s, "published_version": learner.state.published_version,
-            "published_iteration": learner.state.published_iteration, "published_eval": learner.state.published_eval}
+            "published_iteration": learner.state.published_iteration, "published_eval": learner.state.published_eval,
+            "gate_history": learner.state.history}  # every gate decision, with its held-out score, KL and reason
 
 
 def _timer_callback(budget_s: float, times: list[float], raise_on_budget: bool):

@@ -29,7 +29,7 @@ from rlhf.ppo_learner.gate import EvalResult, GateDecision, decide, evaluate
 from rlhf.ppo_learner.models import load_policy
 from rlhf.ppo_learner.prompts import Prompt
 from rlhf.ppo_learner.rollout import Scorer
-from rlhf.ppo_learner.settings import PPOLearnerSettings
+from rlhf.ppo_learner.settings import learner_default
 from rlhf.ppo_learner.trainer import IterationStats, PPOTrainer
 
 log = logging.getLogger(__name__)
@@ -38,18 +38,13 @@ PublishFn = Callable[[dict], int]
 """Called on rank 0 with the manifest metrics/extra of a passing candidate; returns the new version."""
 
 
-def _service_default(name: str):
-    """A default of the service's settings (`RLHF_PPO_*`, documented there), without reading the environment."""
-    return PPOLearnerSettings.model_fields[name].default
-
-
 @dataclass
 class GateConfig:
     """The publishing gate's knobs. Defaults are the service's, so the offline command gates alike."""
 
-    eval_every: int = _service_default("eval_every")
-    kl_bound: float = _service_default("kl_bound")
-    score_tolerance: float = _service_default("score_tolerance")
+    eval_every: int = learner_default("eval_every")
+    kl_bound: float = learner_default("kl_bound")
+    score_tolerance: float = learner_default("score_tolerance")
     revert_after: int = 3
     eval_seed: int = 1234
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from rlhf.common.logs import log_event, setup_logging
 from rlhf.common.settings import load
+from rlhf.ppo_learner.settings import learner_default
 
 log = logging.getLogger("rlhf.ppo")
 
@@ -36,29 +37,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompts", required=True, help="JSONL of training prompts ({'prompt': ...} or {'messages': [...]})")
     p.add_argument("--eval-prompts", default=None,
                    help="JSONL of held-out prompts for the gate (default: a fixed hash slice of --prompts)")
-    p.add_argument("--eval-n", type=int, default=_gate_default("eval_prompts"),
+    p.add_argument("--eval-n", type=int, default=learner_default("eval_prompts"),
                    help="held-out prompts used by the gate")
     p.add_argument("--iterations", type=int, required=True, help="PPO iterations")
     p.add_argument("--time-budget", type=float, default=0.0, help="stop after this many seconds (0: no limit)")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--eval-every", type=int, default=_gate_default("eval_every"),
+    p.add_argument("--eval-every", type=int, default=learner_default("eval_every"),
                    help="gate evaluation every K iterations")
-    p.add_argument("--kl-bound", type=float, default=_gate_default("kl_bound"),
+    p.add_argument("--kl-bound", type=float, default=learner_default("kl_bound"),
                    help="gate: max KL to the reference (nats/answer)")
-    p.add_argument("--score-tolerance", type=float, default=_gate_default("score_tolerance"),
+    p.add_argument("--score-tolerance", type=float, default=learner_default("score_tolerance"),
                    help="gate: allowed drop of the held-out score")
     p.add_argument("--keep-versions", action="store_true", help="keep every published version under versions/")
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in --out")
     p.add_argument("--threads", type=int, default=0, help="torch threads per worker (0: cores / workers)")
     p.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE",
                    help="override a PPO hyperparameter (see `rlhf print-config`), e.g. --hp advantage=rloo")
-
-
-def _gate_default(name: str):
-    """The service's gate setting default (settings.py), so offline runs gate as the service does."""
-    from rlhf.ppo_learner.settings import PPOLearnerSettings
-
-    return PPOLearnerSettings.model_fields[name].default
 
 
 def _hyperparams(overrides: list[str]):

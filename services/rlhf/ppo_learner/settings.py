@@ -128,3 +128,9 @@ class PPOLearnerSettings(BaseSettings):
     """Bind address of /metrics, /healthz and /readyz."""
     metrics_port: int = Field(default=9103, ge=0, le=65535)
     """Port of /metrics (0 picks a free one)."""
+
+
+def learner_default(name: str):
+    """A documented default of `PPOLearnerSettings`, without reading the environment (for code that takes
+    its own arguments, such as the gate's config and `rlhf ppo`'s flags, so the defaults live here only)."""
+    return PPOLearnerSettings.model_fields[name].default
