@@ -45,6 +45,7 @@ class GateConfig:
     eval_every: int = learner_default("eval_every")
     kl_bound: float = learner_default("kl_bound")
     score_tolerance: float = learner_default("score_tolerance")
+    score_z: float = learner_default("score_z")
     revert_after: int = 3
     eval_seed: int = 1234
 
@@ -111,7 +112,7 @@ class Learner:
         """Measure the published policy (its weights, not the candidate's), once, so a candidate has a bar to clear."""
         if self.state.published_eval is None:
             self.state.published_eval = self._evaluate_published().to_json()
-        return EvalResult(**self.state.published_eval)
+        return EvalResult.from_json(self.state.published_eval)
 
     def _evaluate_published(self) -> EvalResult:
         current = self._snapshot()
@@ -124,7 +125,7 @@ class Learner:
     def gate_and_publish(self, stats: IterationStats) -> GateOutcome:
         published = self.ensure_baseline()
         candidate = self.evaluate()
-        decision = decide(candidate, published, self.gate.kl_bound, self.gate.score_tolerance)
+        decision = decide(candidate, published, self.gate.kl_bound, self.gate.score_tolerance, self.gate.score_z)
         version, reverted = None, False
         if decision.publish:
             metrics = {
@@ -149,7 +150,7 @@ class Learner:
             if candidate.kl > self.gate.kl_bound or self.state.refusals_in_a_row >= self.gate.revert_after:
                 self.revert_to_published()
                 reverted = True
-        record = {"iteration": stats.iteration, "eval": candidate.to_json(), "publish": decision.publish,
+        record = {"iteration": stats.iteration, "eval": candidate.summary(), "publish": decision.publish,
                   "reason": decision.reason, "version": version, "reverted": reverted}
         self.state.history.append(record)
         if self.world.is_main:

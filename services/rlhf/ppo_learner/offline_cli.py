@@ -48,6 +48,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="gate: max KL to the reference (nats/answer)")
     p.add_argument("--score-tolerance", type=float, default=learner_default("score_tolerance"),
                    help="gate: allowed drop of the held-out score")
+    p.add_argument("--score-z", type=float, default=learner_default("score_z"),
+                   help="gate: further allowed drop, in standard errors of the per-prompt differences")
     p.add_argument("--keep-versions", action="store_true", help="keep every published version under versions/")
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in --out")
     p.add_argument("--threads", type=int, default=0, help="torch threads per worker (0: cores / workers)")
@@ -75,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     # Heavy imports only when the command runs (keeps `rlhf --help` fast).
     from rlhf.ppo_learner import checkpoint
     from rlhf.ppo_learner.distributed import init_from_env, replicas_in_sync, shutdown
+    from rlhf.ppo_learner.gate import EvalResult
     from rlhf.ppo_learner.learner import GateConfig, Learner
     from rlhf.ppo_learner.models import (
         load_policy,
@@ -111,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     scorer = RewardModelScorer.from_pretrained(args.reward_model)
     trainer = PPOTrainer(policy, reference, tokenizer, hp, world)
     gate = GateConfig(eval_every=args.eval_every, kl_bound=args.kl_bound, score_tolerance=args.score_tolerance,
-                      eval_seed=hp.seed + 4242)
+                      score_z=args.score_z, eval_seed=hp.seed + 4242)
 
     def publish(metrics: dict) -> int:
         version = learner.state.published_version + 1
@@ -148,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
                   workers=world.world_size, train_prompts=len(train_prompts), eval_prompts=len(eval_prompts))
     metrics_file = open(out / "metrics.jsonl", "a") if world.is_main else None  # noqa: SIM115 (open for the run)
     if metrics_file and ckpt is None:
-        metrics_file.write(json.dumps({"iteration": 0, "eval": baseline.to_json(), "publish": True, "version": 1,
+        metrics_file.write(json.dumps({"iteration": 0, "eval": baseline.summary(), "publish": True, "version": 1,
                                        "reason": "starting policy"}) + "\n")
     stop_reason = "iterations"
     while trainer.iterations < args.iterations:
@@ -159,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
         stats, outcome = learner.step(batch)
         record = stats.to_json() | {"elapsed_s": time.perf_counter() - t_start}
         if outcome is not None:
-            record |= {"eval": outcome.evaluation.to_json(), "publish": outcome.decision.publish,
+            record |= {"eval": outcome.evaluation.summary(), "publish": outcome.decision.publish,
                        "reason": outcome.decision.reason, "version": outcome.version, "reverted": outcome.reverted}
             learner.save_checkpoint(str(ckpt_root))
         if metrics_file:
@@ -182,8 +185,8 @@ def run(args: argparse.Namespace) -> int:
             "workers": world.world_size,
             "threads_per_worker": threads,
             "replicas_in_sync": in_sync,
-            "baseline": baseline.to_json(),
-            "published": learner.state.published_eval,
+            "baseline": baseline.summary(),
+            "published": EvalResult.from_json(learner.state.published_eval).summary(),
             "published_version": learner.state.published_version,
             "published_iteration": learner.state.published_iteration,
             "hyperparams": hp.model_dump(),

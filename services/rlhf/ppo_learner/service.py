@@ -225,7 +225,7 @@ class PPOLearnerService:
         reward_version = int(broadcast_object(world, self.reward_store.current_version()))
         scorer = self._load_reward(reward_version)
         gate = GateConfig(eval_every=s.eval_every, kl_bound=s.kl_bound, score_tolerance=s.score_tolerance,
-                          eval_seed=hp.seed + 4242)
+                          score_z=s.score_z, eval_seed=hp.seed + 4242)
         self.learner = learner = Learner(trainer, scorer, self.eval_prompts, gate, self._publish, world)
         learner.state.published_version = base_version
         learner.state.reward_version = reward_version
@@ -319,7 +319,7 @@ class PPOLearnerService:
             if reward_version is not None and reward_version != learner.state.reward_version:
                 learner.set_scorer(self._load_reward(reward_version), reward_version)
                 log_event(log, "reward model updated", version=reward_version,
-                          published_score=learner.state.published_eval)
+                          published_score=learner.state.published_eval["score"])
                 if self.metrics:
                     self.metrics.reward_version.set(reward_version)
             if policy_version is not None and policy_version != learner.state.published_version:

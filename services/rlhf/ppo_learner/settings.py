@@ -114,6 +114,8 @@ class PPOLearnerSettings(BaseSettings):
     """The gate refuses a policy whose held-out KL to the reference (nats per answer) exceeds this."""
     score_tolerance: float = Field(default=0.0, ge=0.0)
     """The gate refuses a policy whose held-out reward score is below the published one minus this."""
+    score_z: float = Field(default=1.645, ge=0.0)
+    """...and minus this many standard errors of the per-prompt score differences: "no worse" as a one-sided test, so a lucky evaluation of the published policy does not keep every later candidate out (0: the plain comparison)."""
     reference_version: int = Field(default=0, ge=0)
     """Policy version used as the frozen KL reference (0: the earliest stored version, i.e. the SFT policy); cached on disk once fetched."""
     checkpoint_dir: str = ".rlhf/ppo-learner"

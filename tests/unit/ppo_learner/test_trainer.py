@@ -66,6 +66,22 @@ def test_gate_decisions():
     assert decide(better, None, kl_bound=10, tolerance=0).publish
 
 
+def test_gate_allows_for_the_noise_of_a_lucky_published_evaluation():
+    """A candidate a little below a published score that was the luck of 4 noisy prompts passes with z; a clearly
+    worse one does not. The slack is z standard errors of the per-prompt differences (sqrt(sum d^2) / n)."""
+    lucky = EvalResult(score=1.0, kl=0.5, finished_fraction=1.0, n=4, prompt_scores=(2.0, 0.0, 2.0, 0.0))
+    noisy = EvalResult(score=0.75, kl=0.5, finished_fraction=1.0, n=4, prompt_scores=(1.0, 1.0, 0.0, 1.0))
+    assert not decide(noisy, lucky, kl_bound=10, tolerance=0).publish  # the raw comparison refuses it
+    d = decide(noisy, lucky, kl_bound=10, tolerance=0, z=1.645)  # se = sqrt(1 + 1 + 4 + 1) / 4 = 0.661
+    assert d.publish and "1.0000" in d.reason
+    worse = EvalResult(score=-1.0, kl=0.5, finished_fraction=1.0, n=4, prompt_scores=(-1.0, -1.0, -1.0, -1.0))
+    assert not decide(worse, lucky, kl_bound=10, tolerance=0, z=1.645).publish  # -1.0 < 1.0 - 1.645 * 0.866
+    # Without per-prompt scores on both sides (an older checkpoint) it is the plain comparison.
+    plain = EvalResult(score=1.0, kl=0.5, finished_fraction=1.0, n=4)
+    assert not decide(noisy, plain, kl_bound=10, tolerance=0, z=1.645).publish
+    assert EvalResult.from_json(lucky.to_json()) == lucky and "prompt_scores" not in lucky.summary()
+
+
 def test_gate_measures_the_published_weights_not_the_candidate(tiny_models, tiny_prompts):
     """The bar a candidate must clear is the published policy's score, even when first measured late."""
     from rlhf.ppo_learner.learner import GateConfig, Learner
