@@ -90,11 +90,11 @@ def evaluate(
         my_scores += r.scores.tolist()
         kl_sum += (r.logprobs - r.ref_logprobs).mul(r.response_mask).sum().item()
         finished_sum += r.finished.float().sum().item()
-    # Every worker gets every prompt's score: its own shard's slots filled, the rest zero, summed.
+    # One collective: every worker gets every prompt's score (its own shard's slots filled, the rest
+    # zero, summed) and the KL and finished totals.
     slots = [0.0] * len(prompts)
     slots[world.rank :: world.world_size] = my_scores
-    scores = all_reduce_sum(world, slots)
-    kl_sum, finished_sum = all_reduce_sum(world, [kl_sum, finished_sum])
+    *scores, kl_sum, finished_sum = all_reduce_sum(world, [*slots, kl_sum, finished_sum])
     n = max(len(prompts), 1)
     return EvalResult(score=sum(scores) / n, kl=kl_sum / n, finished_fraction=finished_sum / n, n=len(prompts),
                       prompt_scores=tuple(scores))
