@@ -71,11 +71,16 @@ def evaluate(
     max_new_tokens: int,
     temperature: float,
     seed: int,
-    batch_size: int = 32,
+    batch_size: int = 64,
     max_prompt_tokens: int = 128,
     world: World | None = None,
 ) -> EvalResult:
-    """Score the policy on `prompts` (sharded over workers, summed back)."""
+    """Score the policy on `prompts` (sharded over workers, summed back), `batch_size` answers decoding together.
+
+    64 rather than 32: the 64 default held-out prompts in one batch took 1.13 s
+    instead of 1.48 s in two (default policy, 48 tokens, 2 cores): a decode step
+    of a small model costs far less than twice as much for twice the rows.
+    """
     world = world or World()
     mine = prompts[world.rank :: world.world_size]
     generator = torch.Generator().manual_seed(seed + world.rank)
