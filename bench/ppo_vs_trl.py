@@ -57,6 +57,9 @@ def _prompt_rows(path: str) -> list[dict]:
     return [json.loads(line) for line in open(path) if line.strip()]
 
 
+TRACED = ("reward_mean", "kl", "beta", "explained_variance", "clipfrac", "approx_kl")
+
+
 def worker_ours(a: argparse.Namespace, advantage: str) -> dict:
     """Our learner as shipped: PPO iterations plus the publishing gate (held-out reward-model score
     and KL bound, reverting to the published weights); the published policy is what gets scored."""
@@ -83,11 +86,12 @@ def worker_ours(a: argparse.Namespace, advantage: str) -> dict:
     versions = iter(range(2, 10**6))
     learner = Learner(trainer, scorer, held, GateConfig(eval_seed=a.seed + 4242), publish=lambda m: next(versions))
     rng = random.Random(a.seed)
-    times, t0 = [], time.perf_counter()
+    times, trace, t0 = [], [], time.perf_counter()
     learner.ensure_baseline()
     while time.perf_counter() - t0 < a.budget_s:
         t = time.perf_counter()
-        _, outcome = learner.step(rng.sample(train, hp.rollout_prompts))
+        stats, outcome = learner.step(rng.sample(train, hp.rollout_prompts))
+        trace.append({k: round(getattr(stats, k), 4) for k in TRACED})
         if outcome is None:  # iterations with a gate evaluation are timed apart (the gate is not training)
             times.append(time.perf_counter() - t)
     train_s = time.perf_counter() - t0
@@ -96,7 +100,8 @@ def worker_ours(a: argparse.Namespace, advantage: str) -> dict:
     tok.save_pretrained(a.out)
     return {"iteration_s": times, "train_s": train_s, "published_version": learner.state.published_version,
             "published_iteration": learner.state.published_iteration, "published_eval": learner.state.published_eval,
-            "gate_history": learner.state.history}  # every gate decision, with its held-out score, KL and reason
+            "gate_history": learner.state.history,  # every gate decision, with its held-out score, KL and reason
+            "trace": trace}  # per iteration: reward, KL, beta, critic fit
 
 
 def _timer_callback(budget_s: float, times: list[float], raise_on_budget: bool):
