@@ -30,8 +30,8 @@ class PPOHyperparams(BaseSettings):
     """Longest sampled answer, in tokens."""
     temperature: float = Field(default=1.0, gt=0.0)
     """Sampling temperature of rollouts; log-probs are computed at the same temperature."""
-    ppo_epochs: int = Field(default=2, ge=1)
-    """Passes over each rollout batch, in minibatches of `minibatch_size`. 2 rather than 4: at the bench shape (16 samples, 2 cores) 20.2 samples/s instead of 13.5, with the same preference score after the same wall time (bench/ppo_vs_trl.py); one 15-minute loop-eval ended where the 4-epoch runs ended, after a slower start (docs/ppo.md)."""
+    ppo_epochs: int = Field(default=1, ge=1)
+    """Passes over each rollout batch, in minibatches of `minibatch_size` (with 2 or more minibatches, every step after the first is off-policy and the clipped ratio matters). 1 rather than 2: at the bench shape (16 samples, 2 cores) 21.5-23.7 samples/s instead of 16.2-16.4, with the same preference score after the same 180 s within noise (0.786-0.810 over four runs, two seeds, against 0.784-0.795; bench/ppo_vs_trl.py, docs/ppo.md). Earlier, 2 rather than 4 was measured the same way (20.2 against 13.5 samples/s, same score)."""
     minibatch_size: int = Field(default=8, ge=1)
     """Sequences per gradient step (per worker)."""
     learning_rate: float = Field(default=3e-5, gt=0.0)
