@@ -96,9 +96,12 @@ def _plot_thumbs(report: LoopReport, out: Path) -> Path | None:
     if not rows:
         return None
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    ax.bar([f"v{r.version}" for r in rows], [r.thumbs_up_rate for r in rows], color="tab:green")
-    for i, r in enumerate(rows):
-        ax.text(i, r.thumbs_up_rate + 0.01, f"n={r.thumbs_up + r.thumbs_down:.0f}", ha="center", fontsize=8)
+    xs = list(range(len(rows)))
+    ax.bar(xs, [r.thumbs_up_rate for r in rows], color="tab:green")
+    _version_ticks(ax, [r.version for r in rows])
+    if len(rows) <= MAX_ANNOTATED:  # beyond that the counts overlap and say nothing
+        for i, r in enumerate(rows):
+            ax.text(i, r.thumbs_up_rate + 0.01, f"n={r.thumbs_up + r.thumbs_down:.0f}", ha="center", fontsize=8)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("thumbs-up rate")
     ax.set_title("Thumbs-up rate per policy version (live traffic)")
@@ -114,8 +117,8 @@ def _plot_scores(report: LoopReport, out: Path) -> Path | None:
     ys = [r.offline_score for r in rows]
     err = [[y - (r.offline_score_ci95 or [y, y])[0] for y, r in zip(ys, rows)],
            [(r.offline_score_ci95 or [y, y])[1] - y for y, r in zip(ys, rows)]]
-    ax.errorbar(xs, ys, yerr=err, fmt="o-", capsize=4)
-    ax.set_xticks(xs, [f"v{r.version}" for r in rows])
+    ax.errorbar(xs, ys, yerr=err, fmt="o-", capsize=4 if len(rows) <= MAX_ANNOTATED else 0, markersize=4)
+    _version_ticks(ax, [r.version for r in rows])
     ax.set_ylabel("mean preference score")
     ax.set_title("Offline evaluated preference score per policy version (95% CI)")
     return _save(fig, out / "offline_score_per_version.png")
@@ -139,6 +142,22 @@ def _plot_learners(report: LoopReport, out: Path) -> Path | None:
     axes[2].legend(loc="upper left")
     fig.suptitle("Reward model and PPO over time")
     return _save(fig, out / "learners_over_time.png")
+
+
+MAX_ANNOTATED = 16
+"""Versions up to which every bar carries its feedback count and every tick its label."""
+
+
+def _version_ticks(ax, versions: list[int]) -> None:
+    """Label the x axis with version numbers: all of them when few, about 16 evenly spaced when many
+    (a 15-minute loop can publish 50 or more versions, whose labels would run into each other)."""
+    step = max(1, -(-len(versions) // MAX_ANNOTATED))
+    shown = list(range(0, len(versions), step))
+    last = len(versions) - 1
+    if shown[-1] != last:  # the latest version is always labelled, in place of the tick just before it
+        shown[-1 if len(shown) > 1 else len(shown):] = [last]
+    ax.set_xticks(shown, [f"v{versions[i]}" for i in shown], fontsize=8 if step > 1 else None)
+    ax.set_xlabel("policy version")
 
 
 def _save(fig, path: Path) -> Path:

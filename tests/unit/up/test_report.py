@@ -60,3 +60,23 @@ def test_exported_credentials_are_named_not_written(monkeypatch):
     assert env["RLHF_INFERENCE_API_KEYS"] == "<set>"
     assert env["RLHF_REWARD_LR"] == "5e-5"
     assert "OTHER_SETTING" not in env
+
+
+def test_many_versions_get_a_readable_axis(tmp_path):
+    """A 15-minute loop can publish 50+ versions: the axis then shows ~16 evenly spaced labels, first and last
+    included, instead of 55 labels run together."""
+    import matplotlib.pyplot as plt
+    from rlhf.up.report import MAX_ANNOTATED, _version_ticks
+
+    fig, ax = plt.subplots()
+    _version_ticks(ax, list(range(1, 56)))
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels[0] == "v1" and labels[-1] == "v55" and len(labels) <= MAX_ANNOTATED + 1
+    ax.cla()
+    _version_ticks(ax, [1, 2, 3])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["v1", "v2", "v3"]
+    plt.close(fig)
+    rows = [VersionRow(v, 10.0 * v, v - 1, 60, 40, 0.6, offline_score=0.7, offline_score_ci95=[0.68, 0.72])
+            for v in range(1, 56)]
+    write_report(LoopReport("m:f", 15, 0.6, 0.6, 0.7, 0.7, 1.0, 2.0, rows, {}), tmp_path)
+    assert (tmp_path / "thumbs_up_per_version.png").stat().st_size > 1000
