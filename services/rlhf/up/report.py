@@ -91,6 +91,10 @@ def write_report(report: LoopReport, out: Path) -> Path:
     return out / "report.md"
 
 
+MAX_ANNOTATED = 16
+"""Versions up to which every bar carries its feedback count and every tick its label."""
+
+
 def _plot_thumbs(report: LoopReport, out: Path) -> Path | None:
     rows = [r for r in report.versions if r.thumbs_up_rate is not None]
     if not rows:
@@ -144,18 +148,12 @@ def _plot_learners(report: LoopReport, out: Path) -> Path | None:
     return _save(fig, out / "learners_over_time.png")
 
 
-MAX_ANNOTATED = 16
-"""Versions up to which every bar carries its feedback count and every tick its label."""
-
-
 def _version_ticks(ax, versions: list[int]) -> None:
     """Label the x axis with version numbers: all of them when few, about 16 evenly spaced when many
     (a 15-minute loop can publish 50 or more versions, whose labels would run into each other)."""
     step = max(1, -(-len(versions) // MAX_ANNOTATED))
     shown = list(range(0, len(versions), step))
-    last = len(versions) - 1
-    if shown[-1] != last:  # the latest version is always labelled, in place of the tick just before it
-        shown[-1 if len(shown) > 1 else len(shown):] = [last]
+    shown[-1] = len(versions) - 1  # the latest version is always labelled (in place of the tick just before it)
     ax.set_xticks(shown, [f"v{versions[i]}" for i in shown], fontsize=8 if step > 1 else None)
     ax.set_xlabel("policy version")
 
