@@ -25,6 +25,8 @@ class LruDedup:
     def seen(self, event_id: str) -> bool:
         return event_id in self._ids
 
+    __contains__ = seen  # `event_id in dedup` reads as it does for a set
+
     def add(self, event_ids: Iterable[str]) -> None:
         for event_id in event_ids:
             self._ids[event_id] = None

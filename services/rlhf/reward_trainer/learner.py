@@ -93,7 +93,7 @@ class RewardLearner:
                 out.by_kind["other"] += 1
                 continue
             fb = env.feedback_given
-            if not self.builder.seen.seen(fb.feedback_id):
+            if fb.feedback_id not in self.builder.seen:
                 kind = KIND_NAMES.get(fb.kind, "unknown")
                 out.by_kind[kind] += 1
                 self.consumed[kind] += 1

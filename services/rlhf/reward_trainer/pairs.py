@@ -180,7 +180,7 @@ class PairBuilder:
         if not fid:
             self.counts["invalid"] += 1
             return []
-        if self.seen.seen(fid):
+        if fid in self.seen:
             self.counts["duplicate"] += 1
             return []
         self.seen.add([fid])
