@@ -242,6 +242,8 @@ def launch(system: str, a: argparse.Namespace, out: Path) -> dict:
                # Every system gets passive OpenMP waiting: spinning threads on shared cores
                # slow small models by 10x or more (see rlhf/ppo_learner/__init__.py).
                OMP_WAIT_POLICY="PASSIVE")
+    if a.omp_spincount is not None:  # the same for every system, like the wait policy
+        env["GOMP_SPINCOUNT"] = str(a.omp_spincount)
     t0 = time.perf_counter()
     log = open(out / "worker.log", "w")
     proc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -273,6 +275,9 @@ def main() -> int:
     p.add_argument("--beta", type=float, default=0.1, help="(initial) KL coefficient")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--omp-spincount", type=int, default=None,
+                   help="GOMP_SPINCOUNT of every system: spins before an idle OpenMP thread sleeps (default 0, "
+                        "passive). About 10000 suits cores that nothing else uses (docs/ppo.md)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--reuse", action="store_true", help="include earlier results of systems not in --systems")
     p.add_argument("--worker", choices=SYSTEMS, help=argparse.SUPPRESS)
@@ -345,6 +350,7 @@ def main() -> int:
         "samples_per_iteration": a.prompts_per_iter * a.k,
         "max_new_tokens": a.max_new_tokens,
         "threads": a.threads,
+        "omp_spincount": a.omp_spincount or 0,
         "reward_model": rm_report,
         "systems": {s: {"samples_per_s": r.get("samples_per_s"), "iterations": r.get("iterations"),
                         "s_per_iteration": r.get("s_per_iteration"), "score": r["score"]["mean_score"],
@@ -361,7 +367,8 @@ def main() -> int:
 
 def table(s: dict) -> str:
     lines = [f"PPO vs TRL: {s['samples_per_iteration']} samples/iteration, {s['max_new_tokens']} new tokens, "
-             f"{s['budget_s']:.0f} s training each, {s['threads']} threads",
+             f"{s['budget_s']:.0f} s training each, {s['threads']} threads, "
+             f"OpenMP spin count {s.get('omp_spincount', 0)}",
              f"{'system':<10} {'samples/s':>10} {'s/iter':>8} {'iters':>6} {'pref. score':>12} {'ci95':>16} {'thumbs-up':>10}"]
     for name, r in s["systems"].items():
         sps = f"{r['samples_per_s']:.1f}" if r["samples_per_s"] else "-"
