@@ -248,7 +248,7 @@ def _collect(policy, reference, scorer, tokenizer, prompts, max_new_tokens, temp
         # A shared value head reads the states the sampler already computed. The
         # log-probs stay the sampler's: equal to a fresh forward pass up to float
         # rounding (~1e-6), so the first update step sees a ratio of 1.
-        values = policy.value_head(states).squeeze(-1)  # (B, R)
+        values = policy.values(states)  # (B, R)
     elif with_values:
         # One pass for values; the log-probs come from the same pass so that the
         # first update step sees a ratio of exactly 1. Critic-free variants keep

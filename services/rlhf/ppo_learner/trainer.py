@@ -84,9 +84,12 @@ class PPOTrainer:
         # Dropout off everywhere: the update must see the same distribution the
         # rollout sampled from, or the ratio is noise at step 0.
         self.policy.eval()
-        self.params = [p for p in self.policy.parameters() if p.requires_grad]
-        if not self.use_critic:
-            self.params = [p for n, p in self.policy.named_parameters() if n.startswith("policy.")]
+        self.policy_params = [p for n, p in self.policy.named_parameters() if n.startswith("policy.") and p.requires_grad]
+        self.critic_params = self.policy.critic_parameters() if self.use_critic else []
+        self.params = self.policy_params + self.critic_params
+        # A critic that owns its gradients (detached head, separate trunk) is clipped on its own:
+        # one global norm lets a large value gradient shrink the policy's step.
+        self.clip_apart = self.use_critic and policy.value_model != "shared"
         self.optimizer = self._make_optimizer()
         self.kl_ctl = make_kl_controller(hp.kl_controller, hp.init_beta, hp.kl_target, hp.kl_horizon,
                                          min_beta=hp.kl_min_beta)
@@ -206,7 +209,11 @@ class PPOTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         average_gradients(self.world, self.params)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, hp.max_grad_norm)
+        if self.clip_apart:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.policy_params, hp.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(self.critic_params, hp.max_grad_norm)
+        else:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, hp.max_grad_norm)
         self.optimizer.step()
         return {
             "policy_loss": pg_loss.item(),
@@ -230,14 +237,28 @@ class PPOTrainer:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.load_state_dict(self._regroup(state["optimizer"]))
         self.kl_ctl.load_state_dict(state["kl_ctl"])
         self.iterations = int(state["iterations"])
         self.generator.set_state(state["generator"])
+
+    def _regroup(self, saved: dict) -> dict:
+        """An optimizer state saved with one parameter group for policy and critic (as before the
+        critic had its own learning rate), split into this optimizer's groups; same moments."""
+        groups = saved["param_groups"]
+        if len(groups) != 1 or len(self.optimizer.param_groups) != 2:
+            return saved
+        ids, n = groups[0]["params"], len(self.policy_params)
+        critic = dict(groups[0], params=ids[n:], lr=self.optimizer.param_groups[1]["lr"])
+        return dict(saved, param_groups=[dict(groups[0], params=ids[:n]), critic])
 
     def reset_optimizer(self) -> None:
         """Fresh Adam moments (after the base policy was replaced from outside)."""
         self.optimizer = self._make_optimizer()
 
     def _make_optimizer(self) -> torch.optim.AdamW:
-        return adamw(self.params, lr=self.hp.learning_rate, weight_decay=self.hp.weight_decay, eps=1e-6)
+        """One AdamW, two parameter groups: the policy, and the critic at its own learning rate."""
+        groups = [{"params": self.policy_params}]
+        if self.critic_params:
+            groups.append({"params": self.critic_params, "lr": self.hp.value_learning_rate or self.hp.learning_rate})
+        return adamw(groups, lr=self.hp.learning_rate, weight_decay=self.hp.weight_decay, eps=1e-6)

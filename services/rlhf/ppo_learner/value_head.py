@@ -1,11 +1,14 @@
 """The policy with a critic: a causal LM plus a scalar value per token.
 
-`shared` (default): a linear head on the policy's last hidden state, so one
-forward pass yields both the next-token log-probs and the values (half the
-compute of a separate critic; the small `vf_coef` keeps the value loss from
-dominating the shared trunk). `separate`: the critic is its own copy of the
-trunk, initialised from the policy, as in InstructGPT (which initialised it
-from the reward model); no interference, twice the compute.
+`detached` (default): a linear head on the policy's last hidden state, so one
+forward pass yields both the next-token log-probs and the values, with the
+value loss stopping at the head: the policy's trunk learns from the policy
+loss alone (a separate critic's isolation at a shared critic's cost; the head
+fits the policy's features as they are). `shared`: the same head, with the
+value loss (scaled by the small `vf_coef`) also training the trunk; at the
+bench shape that scored 0.04-0.07 lower (docs/ppo.md). `separate`: the critic
+is its own copy of the trunk, initialised from the policy, as in InstructGPT
+(which initialised it from the reward model); no interference, twice the compute.
 
 Only the response positions go through the LM head: for a tiny model with a
 few thousand tokens of vocabulary the head is a large share of the FLOPs.
@@ -21,6 +24,7 @@ from torch import nn
 from transformers import DynamicCache, PreTrainedModel
 
 VALUE_HEAD_FILE = "value_head.safetensors"
+VALUE_MODELS = ("shared", "detached", "separate")
 
 
 def position_ids_from_mask(mask: torch.Tensor) -> torch.Tensor:
@@ -80,10 +84,10 @@ def response_logits(
 class PolicyWithValue(nn.Module):
     """`forward` returns response-token logits and values for a batch of prompts and answers."""
 
-    def __init__(self, policy: PreTrainedModel, value_model: str = "shared") -> None:
+    def __init__(self, policy: PreTrainedModel, value_model: str = "detached") -> None:
         super().__init__()
-        if value_model not in ("shared", "separate"):
-            raise ValueError(f"value_model must be 'shared' or 'separate', not {value_model!r}")
+        if value_model not in VALUE_MODELS:
+            raise ValueError(f"value_model must be one of {', '.join(VALUE_MODELS)}, not {value_model!r}")
         self.policy = policy
         self.value_model = value_model
         hidden = policy.get_output_embeddings().weight.shape[1]
@@ -112,8 +116,18 @@ class PolicyWithValue(nn.Module):
             return logits, None
         if self.critic_trunk is not None:
             states = response_states(self.critic_trunk, *args)
-        values = self.value_head(states).squeeze(-1)  # (B, R)
-        return logits, values
+        return logits, self.values(states)
+
+    def values(self, states: torch.Tensor) -> torch.Tensor:
+        """Values (B, R) from the critic's states (B, R, H); a `detached` head passes no gradient back."""
+        if self.value_model == "detached":
+            states = states.detach()
+        return self.value_head(states).squeeze(-1)
+
+    def critic_parameters(self) -> list[nn.Parameter]:
+        """What only the value loss trains: the head, and the separate trunk if there is one."""
+        trunk = list(self.critic_trunk.parameters()) if self.critic_trunk is not None else []
+        return trunk + list(self.value_head.parameters())  # the order of `parameters()`
 
     def critic_state_dict(self) -> dict[str, torch.Tensor]:
         """The value head (and separate trunk): what `save_pretrained` of the policy does not hold."""

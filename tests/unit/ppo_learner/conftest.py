@@ -7,6 +7,7 @@ import pytest
 import torch
 from rlhf.ppo_learner.models import load_policy, load_reference, load_tokenizer
 from rlhf.ppo_learner.prompts import load_prompt_file
+from rlhf.ppo_learner.settings import PPOHyperparams
 from rlhf.reward_trainer.model import RewardModel
 
 
@@ -25,4 +26,4 @@ def tiny_prompts(tiny_policy_dir):
 @pytest.fixture
 def tiny_models(tiny_policy_dir):
     torch.set_num_threads(1)
-    return load_tokenizer(tiny_policy_dir), load_policy(tiny_policy_dir, "shared"), load_reference(tiny_policy_dir)
+    return load_tokenizer(tiny_policy_dir), load_policy(tiny_policy_dir, PPOHyperparams().value_model), load_reference(tiny_policy_dir)

@@ -101,3 +101,32 @@ def test_gate_measures_the_published_weights_not_the_candidate(tiny_models, tiny
     # The baseline was measured on the published weights: equal to `before`, not to the candidate.
     assert outcome.evaluation.score != pytest.approx(before.score)
     assert outcome.decision.publish == (outcome.evaluation.score >= before.score)
+
+
+@pytest.mark.parametrize("value_model", ["shared", "detached"])
+def test_only_a_shared_critic_moves_the_trunk_with_the_value_loss(tiny_policy_dir, value_model):
+    from rlhf.ppo_learner.models import load_policy
+
+    policy = load_policy(tiny_policy_dir, value_model)
+    torch.nn.init.normal_(policy.value_head.weight, std=0.1)
+    q_ids, q_mask = torch.tensor([[5, 6, 7]]), torch.ones(1, 3, dtype=torch.long)
+    r_ids, r_mask = torch.tensor([[8, 9]]), torch.ones(1, 2)
+    _, values = policy(q_ids, q_mask, r_ids, r_mask)
+    values.sum().backward()
+    trunk_grads = [p.grad for n, p in policy.named_parameters() if n.startswith("policy.") and p.grad is not None]
+    assert policy.value_head.weight.grad is not None and policy.value_head.weight.grad.abs().sum() > 0
+    assert bool(trunk_grads) == (value_model == "shared")
+
+
+def test_critic_learns_at_its_own_rate_and_old_single_group_checkpoints_load(tiny_models):
+    tok, policy, ref = tiny_models
+    old = PPOTrainer(policy, ref, tok, PPOHyperparams(learning_rate=1e-5))
+    saved = old.optimizer.state_dict()
+    merged = dict(saved, param_groups=[dict(saved["param_groups"][0], params=[i for g in saved["param_groups"]
+                                                                               for i in g["params"]])])
+    trainer = PPOTrainer(policy, ref, tok, PPOHyperparams(learning_rate=1e-5, value_learning_rate=1e-3))
+    assert [g["lr"] for g in trainer.optimizer.param_groups] == [1e-5, 1e-3]
+    assert trainer.optimizer.param_groups[1]["params"] == list(policy.value_head.parameters())
+    trainer.load_state_dict({**old.state_dict(), "optimizer": merged})
+    assert [len(g["params"]) for g in trainer.optimizer.param_groups] == [len(trainer.policy_params), 2]
+    assert [g["lr"] for g in trainer.optimizer.param_groups] == [1e-5, 1e-3]
