@@ -28,6 +28,7 @@ from rlhf.common.kafka_client import ensure_topics, read_topic
 from rlhf.common.procs import free_port, spawn, terminate
 from rlhf.common.registry import WeightStore
 from rlhf.common.settings import KafkaSettings, RedisSettings
+from rlhf.reward_trainer.checkpoint import CheckpointStore
 from rlhf.v1 import chat_pb2, events_pb2
 
 pytestmark = pytest.mark.integration
@@ -146,7 +147,7 @@ def test_feedback_in_version_out_survives_kill_9(stack, unique_topic, redis_pref
     assert set(state["builder"]["seen"]) == produced
     assert state["consumed"] == {"comparison": N_COMPARISONS, "thumb": N_THUMBS, "comment": N_COMMENTS}
     assert state["builder"]["counts"].get("duplicate", 0) == 0
-    trained = set(state["trainer"]["trained_feedback_ids"])
+    trained = set(CheckpointStore(ckpt_dir).trained_ids())
     heldout = {f for p in state["trainer"]["heldout"] for f in p["feedback_ids"]}
     assert not trained & heldout
     waiting = {w["feedback_id"] for pool in state["builder"]["pools"] for w in pool["waiting"]}

@@ -12,6 +12,13 @@ training. So the trainer writes two things:
   one fsynced line per batch. The consumer handler returns after this append,
   so a committed offset always has its events on disk.
 
+- `trained-ids.log`: the feedback ids of every pair trained on, one per
+  line, appended (and fsynced) before each checkpoint; each checkpoint
+  records the log's length in `audit.json`. The audit trail grows by what
+  each checkpoint adds instead of being rewritten into every `state.json`.
+  Loading a checkpoint cuts the log back to the length it recorded, so ids
+  appended for a checkpoint that never became `LATEST` are not counted twice.
+
 Restart = load `LATEST`, replay its journal through the same deterministic
 pair building, then write a fresh checkpoint at once (so a torn journal tail
 is never appended to). Pairs trained on after the checkpoint are
@@ -33,6 +40,7 @@ from typing import Any
 import torch
 
 LATEST = "LATEST"
+TRAINED_IDS = "trained-ids.log"
 
 
 @dataclass(frozen=True)
@@ -112,10 +120,12 @@ class CheckpointStore:
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
 
     # -- checkpoint -------------------------------------------------------
-    def save(self, save_model, optimizer_state: dict[str, Any], state: dict[str, Any]) -> int:
+    def save(self, save_model, optimizer_state: dict[str, Any], state: dict[str, Any],
+             trained_ids: Sequence[str] = ()) -> int:
         """Write checkpoint seq+1 and switch `LATEST` to it; returns its number.
 
-        `save_model(dir)` writes the model directory. The new (empty) journal
+        `save_model(dir)` writes the model directory; `trained_ids` (feedback
+        ids trained on since the last checkpoint) go to the audit log first. The new (empty) journal
         starts with the new checkpoint; the old checkpoint and journal go only
         after `LATEST` has moved, so a crash at any point leaves a complete
         checkpoint and the journal that goes with it.
@@ -127,6 +137,8 @@ class CheckpointStore:
         save_model(tmp / "model")
         torch.save(optimizer_state, tmp / "optimizer.pt")
         (tmp / "state.json").write_text(json.dumps(state))
+        self._truncate_trained(self.ckpt_dir(self.seq))  # what an earlier failed save may have appended
+        (tmp / "audit.json").write_text(json.dumps({"trained_ids_bytes": self._append_trained(trained_ids)}))
         for f in tmp.rglob("*"):
             if f.is_file():
                 with open(f, "rb") as fh:
@@ -148,9 +160,39 @@ class CheckpointStore:
         if not self.seq:
             return None
         d = self.ckpt_dir(self.seq)
+        self._truncate_trained(d)
         state = json.loads((d / "state.json").read_text())
         optimizer = torch.load(d / "optimizer.pt", weights_only=True)
         return Loaded(self.seq, d / "model", optimizer, state)
+
+    # -- audit of trained feedback ----------------------------------------
+    def _append_trained(self, ids: Sequence[str]) -> int:
+        """Append ids durably; returns the log's length in bytes."""
+        with open(self.root / TRAINED_IDS, "ab") as f:
+            f.write("".join(f"{i}\n" for i in ids).encode())
+            f.flush()
+            os.fsync(f.fileno())
+            return f.tell()
+
+    def _recorded_size(self, ckpt: Path) -> int:
+        """The log's length when `ckpt` was written; 0 for a checkpoint older than the log."""
+        audit = ckpt / "audit.json"
+        return int(json.loads(audit.read_text())["trained_ids_bytes"]) if audit.exists() else 0
+
+    def _truncate_trained(self, ckpt: Path) -> None:
+        """Cut the log back to what checkpoint `ckpt` recorded: the rest was written for a checkpoint
+        that never became `LATEST`, and its pairs are trained on again after the restart."""
+        log = self.root / TRAINED_IDS
+        if log.exists() and log.stat().st_size > (size := self._recorded_size(ckpt)):
+            os.truncate(log, size)
+
+    def trained_ids(self) -> list[str]:
+        """Feedback ids trained on up to the latest checkpoint, in order (an id of several pairs repeats)."""
+        log = self.root / TRAINED_IDS
+        if not self.seq or not log.exists():
+            return []
+        with open(log, "rb") as f:
+            return f.read(self._recorded_size(self.ckpt_dir(self.seq))).decode().splitlines()
 
     # -- journal ----------------------------------------------------------
     def append(self, records: Sequence[JournalRecord]) -> None:

@@ -196,7 +196,10 @@ class RewardLearner:
         self.examples_at_last_attempt = int(state["examples_at_last_attempt"])
 
     def save(self, store: CheckpointStore) -> int:
-        return store.save(self.rm.save, self.trainer.optimizer.state_dict(), self.state_dict())
+        seq = store.save(self.rm.save, self.trainer.optimizer.state_dict(), self.state_dict(),
+                         trained_ids=self.trainer.newly_trained_ids)
+        self.trainer.newly_trained_ids = []
+        return seq
 
     @classmethod
     def restore(cls, settings: RewardTrainerSettings, store: CheckpointStore) -> tuple[RewardLearner, int]:
@@ -208,6 +211,9 @@ class RewardLearner:
         if loaded:
             learner.load_state_dict(loaded.state)
             learner.trainer.optimizer.load_state_dict(loaded.optimizer)
+            # A checkpoint from before the audit log kept the ids in its state: they go to the log
+            # with the next checkpoint.
+            learner.trainer.newly_trained_ids = list(loaded.state["trainer"].get("trained_feedback_ids", []))
         replayed = 0
         for batch in store.replay():
             learner.ingest(batch)

@@ -172,7 +172,8 @@ class BTTrainer:
         """Distinct training pairs that went through at least one optimizer step."""
         self.examples_seen = 0
         """Pairs through the optimizer, repeats included."""
-        self.trained_feedback_ids: set[str] = set()
+        self.newly_trained_ids: list[str] = []
+        """Feedback ids of pairs trained on since the last checkpoint (the checkpoint store keeps the full audit)."""
         self.last_loss = float("nan")
         self.tokens = TokenCache(rm)
         rm.model.train()
@@ -203,7 +204,7 @@ class BTTrainer:
             gone = self.buffer.add(p, self.rng)
             if gone is not None:
                 self.tokens.drop(gone)
-            self.trained_feedback_ids.update(p.feedback_ids)
+            self.newly_trained_ids.extend(p.feedback_ids)
         self.pairs_trained += n_fresh
         return loss
 
@@ -242,7 +243,6 @@ class BTTrainer:
             "steps": self.steps,
             "pairs_trained": self.pairs_trained,
             "examples_seen": self.examples_seen,
-            "trained_feedback_ids": sorted(self.trained_feedback_ids),
             "last_loss": self.last_loss,
             "rng": _rng_to_json(self.rng),
         }
@@ -255,7 +255,7 @@ class BTTrainer:
         self.steps = int(state["steps"])
         self.pairs_trained = int(state["pairs_trained"])
         self.examples_seen = int(state["examples_seen"])
-        self.trained_feedback_ids = set(state["trained_feedback_ids"])
+        self.newly_trained_ids = []
         self.last_loss = float(state["last_loss"])
         self.rng.setstate(_rng_from_json(state["rng"]))
 

@@ -52,7 +52,9 @@ def test_restore_is_checkpoint_plus_journal(tmp_path, tiny_policy_dir):
     assert again.offsets == learner.offsets == {"rlhf.feedback:0": 30}
     assert [p.pair_id for p in again.trainer.heldout] == [p.pair_id for p in learner.trainer.heldout]
     assert [p.pair_id for p in again.trainer.fresh] == [p.pair_id for p in learner.trainer.fresh]
-    assert again.trainer.steps == 3 and again.trainer.trained_feedback_ids == learner.trainer.trained_feedback_ids
+    assert again.trainer.steps == 3
+    assert again.trainer.newly_trained_ids == [] and learner.trainer.newly_trained_ids == []  # in the audit log
+    assert store.trained_ids() and set(store.trained_ids()) == set(CheckpointStore(s.checkpoint_dir).trained_ids())
     for (name, a), b in zip(learner.rm.model.state_dict().items(), again.rm.model.state_dict().values()):
         assert torch.equal(a, b), name
     assert again.trainer.optimizer.state_dict()["state"].keys() == learner.trainer.optimizer.state_dict()["state"].keys()
@@ -67,7 +69,7 @@ def test_new_checkpoint_replaces_the_old_one_and_its_journal(tmp_path, tiny_poli
     store.append(records([comparison(0)]))
     learner.save(store)
     names = sorted(p.name for p in store.root.iterdir())
-    assert names == ["LATEST", "ckpt-000002"]
+    assert names == ["LATEST", "ckpt-000002", "trained-ids.log"]
     assert (store.root / "LATEST").read_text() == "ckpt-000002"
 
 
@@ -80,3 +82,41 @@ def test_leftovers_of_a_crash_during_checkpointing_are_removed(tmp_path):
     store = CheckpointStore(tmp_path)
     assert store.seq == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["LATEST", "ckpt-000003", "journal-000003.jsonl"]
+
+
+def test_audit_log_holds_what_the_latest_checkpoint_trained_and_nothing_twice(tmp_path):
+    store = CheckpointStore(tmp_path)
+    save_model = lambda d: d.mkdir()  # noqa: E731
+    store.save(save_model, {}, {"n": 1}, trained_ids=["a", "b"])
+    store.save(save_model, {}, {"n": 2}, trained_ids=["c"])
+    assert store.trained_ids() == ["a", "b", "c"]
+    # A save that appended its ids but died before LATEST moved: a restart must not count them.
+    store._append_trained(["d", "e"])
+    again = CheckpointStore(tmp_path)
+    assert again.load().state == {"n": 2} and again.trained_ids() == ["a", "b", "c"]
+    assert (tmp_path / "trained-ids.log").read_text() == "a\nb\nc\n"
+    # The retrained pairs come back with the next checkpoint, once.
+    again.save(save_model, {}, {"n": 3}, trained_ids=["d", "e"])
+    assert CheckpointStore(tmp_path).trained_ids() == ["a", "b", "c", "d", "e"]
+
+
+def test_a_checkpoint_from_before_the_audit_log_seeds_it(tmp_path, tiny_policy_dir):
+    s = settings(tmp_path, tiny_policy_dir)
+    learner, _ = RewardLearner.restore(s, CheckpointStore(s.checkpoint_dir))
+    learner.ingest(records([comparison(i) for i in range(20)]))
+    learner.train(3)
+    store = CheckpointStore(s.checkpoint_dir)
+    trained = list(learner.trainer.newly_trained_ids)
+    assert trained
+    learner.save(store)
+    # Rewrite it as the old layout: ids in state.json, no audit.json, no log.
+    ckpt = store.ckpt_dir(store.seq)
+    state = json.loads((ckpt / "state.json").read_text())
+    state["trainer"]["trained_feedback_ids"] = sorted(set(trained))
+    (ckpt / "state.json").write_text(json.dumps(state))
+    (ckpt / "audit.json").unlink()
+    (tmp_path / "ckpt" / "trained-ids.log").write_text("left by a save that never finished\n")
+    again, _ = RewardLearner.restore(s, CheckpointStore(s.checkpoint_dir))
+    store = CheckpointStore(s.checkpoint_dir)
+    again.save(store)
+    assert sorted(store.trained_ids()) == sorted(set(trained))

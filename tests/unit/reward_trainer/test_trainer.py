@@ -50,8 +50,9 @@ def test_learns_a_lexical_preference_and_measures_heldout(rm):
     assert after.accuracy == 1.0 and after.loss < before.loss
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
     held_ids = {f for p in trainer.heldout for f in p.feedback_ids}
-    assert held_ids and not held_ids & trainer.trained_feedback_ids
-    assert len(trainer.trained_feedback_ids) + len(held_ids) == 120
+    trained_ids = set(trainer.newly_trained_ids)
+    assert held_ids and not held_ids & trained_ids
+    assert len(trained_ids) + len(held_ids) == 120
 
 
 def test_step_takes_fresh_first_then_tops_up_from_replay(rm):
