@@ -51,7 +51,7 @@ class PPOHyperparams(BaseSettings):
     gamma: float = Field(default=1.0, gt=0.0, le=1.0)
     """Discount per token."""
     lam: float = Field(default=1.0, ge=0.0, le=1.0)
-    """GAE lambda. 1.0: each token's advantage is its whole return minus the critic's value, so tokens early in an answer get the final score's full credit; below 1 credit decays by lambda per token before the answer's end, which suits a critic that predicts returns well (this one explains little of them). Measured with `value_model=detached` (bench/ppo_vs_trl.py, 180 s, seeds 0 / 1): 1.0 scored 0.834 / 0.814, 0.95 scored 0.790 / 0.840."""
+    """GAE lambda. 1.0: each token's advantage is its whole return minus the critic's value, so tokens early in an answer get the final score's full credit; below 1 credit decays by lambda per token before the answer's end, which suits a critic that predicts returns well (this one explains little of them). Measured with `value_model=detached` and a critic rate of 1e-3 (bench/ppo_vs_trl.py, 180 s, seeds 0 / 1): 1.0 scored 0.834 / 0.814, 0.95 scored 0.790 / 0.840, the same within noise; 1.0 is kept for the credit argument."""
     whiten_advantages: bool = True
     """Normalise advantages to zero mean and unit variance per rollout batch."""
     kl_controller: Literal["adaptive", "fixed"] = "adaptive"
