@@ -260,5 +260,5 @@ class PPOTrainer:
         """One AdamW, two parameter groups: the policy, and the critic at its own learning rate."""
         groups = [{"params": self.policy_params}]
         if self.critic_params:
-            groups.append({"params": self.critic_params, "lr": self.hp.value_learning_rate or self.hp.learning_rate})
+            groups.append({"params": self.critic_params, "lr": self.hp.value_learning_rate})
         return adamw(groups, lr=self.hp.learning_rate, weight_decay=self.hp.weight_decay, eps=1e-6)
