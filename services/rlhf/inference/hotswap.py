@@ -27,7 +27,8 @@ from rlhf.common.settings import RedisSettings
 from rlhf.common.weights import Manifest, decode_state_dict, sha256_hex
 from rlhf.inference import metrics as m
 from rlhf.inference.engine import Engine
-from rlhf.inference.policy import Policy, PolicyLoadError, _context_len, _stop_ids, load_policy, resolve_device
+from rlhf.inference.policy import Policy, PolicyLoadError, _context_len, _stop_ids, load_policy
+from rlhf.models.device import resolve_device
 
 log = logging.getLogger(__name__)
 

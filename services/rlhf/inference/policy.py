@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
+from rlhf.models.device import resolve_device
+
 # Used when a tokenizer has no chat template: one "role: content" line per message.
 FALLBACK_TEMPLATE = (
     "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
@@ -98,12 +100,6 @@ def _context_len(model: PreTrainedModel) -> int:
         if isinstance(value, int) and value > 0:
             return value
     return 2048
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def load_policy(model_dir: str | Path, version: int, device: str = "cpu", name: str | None = None) -> Policy:

@@ -65,7 +65,9 @@ def load(root: str | Path) -> Checkpoint | None:
         if (d / "meta.json").exists() and (d / "trainer.pt").exists():
             return Checkpoint(
                 policy_dir=d / "policy",
-                trainer_state=torch.load(d / "trainer.pt", weights_only=True),
+                # Onto the CPU: a checkpoint written by a GPU worker resumes on any
+                # device (the optimizer moves its moments to its parameters' device).
+                trainer_state=torch.load(d / "trainer.pt", weights_only=True, map_location="cpu"),
                 meta=json.loads((d / "meta.json").read_text()),
             )
     return None

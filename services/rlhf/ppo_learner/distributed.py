@@ -6,16 +6,21 @@ tensor), and the few scalars that must agree (the KL that drives beta, the
 gate's evaluation) are averaged too, so every worker holds identical weights
 and the same beta. Rank 0 alone talks to the weight store and writes files.
 
-gloo on CPU, nccl where CUDA is available (the backend follows the device).
+The backend follows the configured device, not what the machine has: gloo
+for `cpu` (the default, also on a machine with GPUs), nccl for `cuda`, one GPU
+per worker (`cuda:LOCAL_RANK`). The collectives below put their tensors on
+`World.device`, since nccl only moves GPU tensors.
 """
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
+
+from rlhf.models.device import resolve_device
 
 
 @dataclass(frozen=True)
@@ -23,6 +28,8 @@ class World:
     rank: int = 0
     world_size: int = 1
     local_world_size: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    """Where this worker computes; collectives run on it."""
 
     @property
     def is_main(self) -> bool:
@@ -33,18 +40,33 @@ class World:
         return self.world_size > 1
 
 
-def init_from_env() -> World:
-    """Join the process group if `torchrun` started us (WORLD_SIZE > 1); otherwise a world of one."""
+def init_from_env(device: str = "cpu") -> World:
+    """Join the process group if `torchrun` started us (WORLD_SIZE > 1); otherwise a world of one.
+
+    `device` is a setting (`cpu`, `cuda`, `auto`; see `rlhf.models.device`): it picks
+    this worker's device (a bare `cuda` under torchrun means `cuda:LOCAL_RANK`) and
+    with it the backend, gloo or nccl.
+    """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    where = resolve_device(device, local_rank)
+    if where.type == "cuda":
+        torch.cuda.set_device(where)  # nccl's object collectives use the current device
     if world_size <= 1:
-        return World()
+        return World(device=where)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group(backend=backend_for(where))
     return World(
         rank=dist.get_rank(),
         world_size=dist.get_world_size(),
         local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size))),
+        device=where,
     )
+
+
+def backend_for(device: torch.device) -> str:
+    """nccl for GPU workers, gloo for CPU ones (nccl cannot reduce CPU tensors, whatever the machine has)."""
+    return "nccl" if device.type == "cuda" else "gloo"
 
 
 def shutdown(world: World) -> None:
@@ -57,7 +79,7 @@ def all_reduce_mean(world: World, values: Iterable[float]) -> list[float]:
     values = list(values)
     if not world.enabled:
         return values
-    t = torch.tensor(values, dtype=torch.float64)
+    t = torch.tensor(values, dtype=torch.float64, device=world.device)
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return (t / world.world_size).tolist()
 
@@ -66,7 +88,7 @@ def all_reduce_sum(world: World, values: Iterable[float]) -> list[float]:
     values = list(values)
     if not world.enabled:
         return values
-    t = torch.tensor(values, dtype=torch.float64)
+    t = torch.tensor(values, dtype=torch.float64, device=world.device)
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t.tolist()
 

@@ -37,19 +37,20 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
     return tok
 
 
-def load_lm(path: str | Path) -> PreTrainedModel:
+def load_lm(path: str | Path, device: torch.device | str = "cpu") -> PreTrainedModel:
+    """A causal LM in fp32 (PPO's ratios and KL need it) on `device`, eval mode."""
     if not (Path(path) / "config.json").exists():
         raise FileNotFoundError(f"{path} is not a model directory (no config.json)")
-    return AutoModelForCausalLM.from_pretrained(path, local_files_only=True).eval()
+    return AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch.float32).to(device).eval()
 
 
-def load_policy(path: str | Path, value_model: str) -> PolicyWithValue:
-    """The trainable policy with its critic (restored if the directory holds one)."""
+def load_policy(path: str | Path, value_model: str, device: torch.device | str = "cpu") -> PolicyWithValue:
+    """The trainable policy with its critic (restored if the directory holds one), on `device`."""
     policy = PolicyWithValue(load_lm(path), value_model)
     policy.load_critic(path)
-    return policy.eval()
+    return policy.to(device).eval()
 
 
-def load_reference(path: str | Path) -> PreTrainedModel:
-    """The frozen KL reference (the SFT policy): no gradients, eval mode."""
-    return load_lm(path).requires_grad_(False)
+def load_reference(path: str | Path, device: torch.device | str = "cpu") -> PreTrainedModel:
+    """The frozen KL reference (the SFT policy): no gradients, eval mode, on `device`."""
+    return load_lm(path, device).requires_grad_(False)

@@ -53,6 +53,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-versions", action="store_true", help="keep every published version under versions/")
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in --out")
     p.add_argument("--threads", type=int, default=0, help="torch threads per worker (0: cores / workers)")
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default=learner_default("device"),
+                   help="where the models compute (cuda: one GPU per worker, nccl between them)")
     p.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE",
                    help="override a PPO hyperparameter (see `rlhf print-config`), e.g. --hp advantage=rloo")
 
@@ -75,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     setup_logging("ppo")
     hp = _hyperparams(args.hp)
     # Heavy imports only when the command runs (keeps `rlhf --help` fast).
+    from rlhf.models.device import DeviceUnavailable
     from rlhf.ppo_learner import checkpoint
     from rlhf.ppo_learner.distributed import init_from_env, replicas_in_sync, shutdown
     from rlhf.ppo_learner.gate import EvalResult
@@ -90,7 +93,10 @@ def run(args: argparse.Namespace) -> int:
     from rlhf.ppo_learner.rollout import RewardModelScorer
     from rlhf.ppo_learner.trainer import PPOTrainer
 
-    world = init_from_env()
+    try:
+        world = init_from_env(args.device)
+    except DeviceUnavailable as exc:
+        raise SystemExit(f"rlhf ppo: {exc}") from exc
     threads = set_threads(args.threads, world)
     out = Path(args.out)
     policy_out = out / "policy"
@@ -109,9 +115,9 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"{len(train_prompts)} training prompts, fewer than rollout_prompts={hp.rollout_prompts}")
 
     tokenizer = load_tokenizer(args.policy)
-    policy = load_policy(args.policy, hp.value_model)
-    reference = load_reference(args.reference or args.policy)
-    scorer = RewardModelScorer.from_pretrained(args.reward_model)
+    policy = load_policy(args.policy, hp.value_model, world.device)
+    reference = load_reference(args.reference or args.policy, world.device)
+    scorer = RewardModelScorer.from_pretrained(args.reward_model, device=world.device)
     trainer = PPOTrainer(policy, reference, tokenizer, hp, world)
     gate = GateConfig(eval_every=args.eval_every, kl_bound=args.kl_bound, score_tolerance=args.score_tolerance,
                       score_z=args.score_z, eval_seed=hp.seed + 4242)
@@ -148,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
     baseline = learner.ensure_baseline()
     if world.is_main:
         log_event(log, "baseline", score=baseline.score, kl=baseline.kl, n=baseline.n, threads=threads,
+                  device=str(world.device),
                   workers=world.world_size, train_prompts=len(train_prompts), eval_prompts=len(eval_prompts))
     metrics_file = open(out / "metrics.jsonl", "a") if world.is_main else None  # noqa: SIM115 (open for the run)
     if metrics_file and ckpt is None:
@@ -184,6 +191,7 @@ def run(args: argparse.Namespace) -> int:
             "wall_s": time.perf_counter() - t_start,
             "workers": world.world_size,
             "threads_per_worker": threads,
+            "device": str(world.device),
             "replicas_in_sync": in_sync,
             "baseline": baseline.summary(),
             "published": EvalResult.from_json(learner.state.published_eval).summary(),

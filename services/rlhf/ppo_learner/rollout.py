@@ -98,7 +98,9 @@ def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch
     cores, about a tenth of a decode step); this draws one uniform per row.
     """
     cdf = probs.cumsum(dim=-1)  # (B, V)
-    u = 1.0 - torch.rand((probs.shape[0], 1), generator=generator, dtype=cdf.dtype)  # (B, 1) in (0, 1]
+    # The uniforms come from the (CPU) generator whatever the device: the draws, and so a
+    # seeded run's samples, do not depend on where the model runs.
+    u = 1.0 - torch.rand((probs.shape[0], 1), generator=generator, dtype=cdf.dtype).to(cdf.device)  # (B, 1) in (0, 1]
     return torch.searchsorted(cdf, u * cdf[:, -1:]).squeeze(-1).clamp_(max=probs.shape[-1] - 1)
 
 
@@ -153,11 +155,11 @@ def sample(
 
         def advance(tok: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
             nonlocal mask
-            mask = torch.cat([mask, torch.ones((B, 1), dtype=mask.dtype)], dim=1)
+            mask = torch.cat([mask, torch.ones((B, 1), dtype=mask.dtype, device=mask.device)], dim=1)
             return lm(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos[:, None], cache=cache,
                       use_cache=True).logits[:, -1]
     logits = first_logits.repeat_interleave(k, 0)  # (B, V)
-    finished = torch.zeros(B, dtype=torch.bool)
+    finished = torch.zeros(B, dtype=torch.bool, device=query_ids.device)
     tokens, alive, logprobs = [], [], []
     for step in range(max_new_tokens):
         logp = torch.log_softmax(logits.float() / temperature, dim=-1)  # (B, V)
@@ -195,9 +197,12 @@ class RewardModelScorer:
 
     @classmethod
     def from_pretrained(
-        cls, path: str | Path, version: int = 0, shift: float = 0.0, scale: float = 1.0
+        cls, path: str | Path, version: int = 0, shift: float = 0.0, scale: float = 1.0,
+        device: torch.device | str = "cpu",
     ) -> RewardModelScorer:
-        return cls(RewardModel.from_pretrained(path), version, shift, scale)
+        reward_model = RewardModel.from_pretrained(path)
+        reward_model.model.to(device)
+        return cls(reward_model, version, shift, scale)
 
     @torch.inference_mode()
     def __call__(self, prompts: Sequence[Prompt], answers: Sequence[str]) -> torch.Tensor:
@@ -235,7 +240,8 @@ def _collect(policy, reference, scorer, tokenizer, prompts, max_new_tokens, temp
              max_prompt_tokens, with_values, generator, k) -> Rollout:
     policy.eval()
     t0 = time.perf_counter()
-    q_ids, q_mask = encode_prompts(tokenizer, prompts, max_prompt_tokens)  # (G, P)
+    device = next(policy.parameters()).device
+    q_ids, q_mask = (t.to(device) for t in encode_prompts(tokenizer, prompts, max_prompt_tokens))  # (G, P)
     eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
     r_ids, r_mask, logprobs, states = sample(policy.policy, q_ids, q_mask, max_new_tokens, temperature, eos_id,
                                              pad_id, generator, k)
@@ -262,7 +268,7 @@ def _collect(policy, reference, scorer, tokenizer, prompts, max_new_tokens, temp
         [row[: int(m.sum())].tolist() for row, m in zip(r_ids, r_mask)], skip_special_tokens=True
     )
     row_prompts = [p for p in prompts for _ in range(k)]
-    scores = scorer(row_prompts, answers).float()
+    scores = scorer(row_prompts, answers).float().to(device)
     return Rollout(
         prompts=row_prompts,
         group_size=k,

@@ -31,6 +31,7 @@ from rlhf.common.registry import VersionNotFound, WeightStore
 from rlhf.common.settings import KafkaSettings, RedisSettings, SettingsError, load
 from rlhf.common.weights import CorruptVersion
 from rlhf.common.weights_settings import WeightStoreSettings
+from rlhf.models.device import DeviceUnavailable
 from rlhf.ppo_learner import checkpoint
 from rlhf.ppo_learner.distributed import (
     World,
@@ -177,7 +178,7 @@ class PPOLearnerService:
         path = self._fetch(self.reward_store, version, "reward")
         metrics = self.reward_store.manifest(version).metrics or {}
         shift, scale = reward_standardisation(metrics, self.hp.normalize_reward)
-        return RewardModelScorer.from_pretrained(path, version, shift, scale)
+        return RewardModelScorer.from_pretrained(path, version, shift, scale, device=self.world.device)
 
     # -- publishing ---------------------------------------------------------------
 
@@ -215,12 +216,12 @@ class PPOLearnerService:
         if self._wait_for(self.policy_store, stop) is None or self._wait_for(self.reward_store, stop) is None:
             return 0
         self.health.set_not_ready("loading models")
-        reference = load_reference(self._reference_dir())
+        reference = load_reference(self._reference_dir(), world.device)
         ckpt = checkpoint.load(self.root)
         base_version = int(broadcast_object(world, self.policy_store.current_version()))
         base_dir = self._fetch(self.policy_store, base_version, "base")
         tokenizer = load_tokenizer(base_dir)
-        policy = load_policy(base_dir, hp.value_model)
+        policy = load_policy(base_dir, hp.value_model, world.device)
         trainer = PPOTrainer(policy, reference, tokenizer, hp, world)
         reward_version = int(broadcast_object(world, self.reward_store.current_version()))
         scorer = self._load_reward(reward_version)
@@ -356,13 +357,18 @@ def main() -> int:
     except SettingsError as exc:
         log_event(log, str(exc), logging.ERROR)
         return 2
-    world = init_from_env()
+    try:
+        world = init_from_env(settings.device)
+    except DeviceUnavailable as exc:
+        log_event(log, str(exc), logging.ERROR)
+        return 2
     threads = set_threads(settings.torch_threads, world)
     stop = install_stop_signals()
     service = PPOLearnerService(settings, hp, kafka, redis, weights, world)
     if world.is_main:
         server = start_http_server(settings.metrics_host, settings.metrics_port, service.health)
-        log_event(log, "metrics listening", port=server.server_address[1], threads=threads, rank=world.rank)
+        log_event(log, "metrics listening", port=server.server_address[1], threads=threads, rank=world.rank,
+                  device=str(world.device))
     try:
         return service.run(stop)
     finally:

@@ -128,6 +128,8 @@ class PPOLearnerSettings(BaseSettings):
     """How long to wait for prompts/models before checking again."""
     torch_threads: int = Field(default=0, ge=0)
     """Intra-op threads per worker (0: cores divided by local workers)."""
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    """Where the policy, reference and reward model compute: `cuda` takes one GPU per worker (`cuda:LOCAL_RANK` under torchrun, with nccl between workers); `auto` takes the GPU when torch sees one. `cpu` (gloo between workers) also on a machine with GPUs."""
     metrics_host: str = "0.0.0.0"
     """Bind address of /metrics, /healthz and /readyz."""
     metrics_port: int = Field(default=9103, ge=0, le=65535)

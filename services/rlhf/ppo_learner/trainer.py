@@ -181,7 +181,9 @@ class PPOTrainer:
         self, rollout: Rollout, groups: torch.Tensor, advantages: torch.Tensor, returns: torch.Tensor
     ) -> dict[str, float]:
         hp, k = self.hp, rollout.group_size
-        idx = (groups[:, None] * k + torch.arange(k)).reshape(-1)  # rows of these prompt groups
+        device = rollout.response_mask.device
+        groups = groups.to(device)
+        idx = (groups[:, None] * k + torch.arange(k, device=device)).reshape(-1)  # rows of these prompt groups
         mask = rollout.response_mask[idx]  # (b, R)
         # Trim columns no row of this minibatch uses: leading query padding and
         # trailing response padding cost compute and change nothing.

@@ -61,7 +61,7 @@ def response_states(
                    use_cache=True).last_hidden_state  # (G, P, H)
     cache.batch_repeat_interleave(group_size)
     mask = torch.cat([query_mask.repeat_interleave(group_size, 0), response_mask.long()], dim=1)  # (B, P + R)
-    r_pos = q_pos[:, -1:].repeat_interleave(group_size, 0) + 1 + torch.arange(R)  # (B, R)
+    r_pos = q_pos[:, -1:].repeat_interleave(group_size, 0) + 1 + torch.arange(R, device=q_pos.device)  # (B, R)
     h_resp = base(input_ids=response_ids, attention_mask=mask, position_ids=r_pos, cache=cache,
                   use_cache=True).last_hidden_state  # (B, R, H)
     last_query = h_query[:, -1:].repeat_interleave(group_size, 0)  # (B, 1, H): predicts the first answer token

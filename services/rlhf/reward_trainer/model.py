@@ -89,7 +89,8 @@ class RewardModel:
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Scores of an encoded batch: (B,)."""
-        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        device = self.model.device  # a no-op on CPU; the batch follows a model moved to a GPU
+        out = self.model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
         return out.logits[:, 0]  # (B, 1) -> (B,)
 
     def forward_ids(self, ids: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -114,7 +115,7 @@ class RewardModel:
         try:
             for start in range(0, len(order), batch_size):
                 chunk = order[start : start + batch_size]
-                out[chunk] = self.forward_ids([ids[i] for i in chunk])
+                out[chunk] = self.forward_ids([ids[i] for i in chunk]).float().cpu()
         finally:
             self.model.train(was_training)
         return out

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from rlhf.cli import main
 from transformers import AutoModelForCausalLM
 
@@ -33,3 +35,16 @@ def test_offline_run_writes_outputs_and_resumes(tiny_policy_dir, tiny_reward_dir
     assert [r["iteration"] for r in records] == [0, 1, 2, 3]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["iterations"] == 3 and summary["published_version"] == 4
+
+
+def test_asking_for_a_gpu_on_a_machine_without_one_is_a_clear_error(tiny_policy_dir, tiny_reward_dir, tmp_path,
+                                                                    monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    args = ["ppo", "--policy", str(tiny_policy_dir), "--reward-model", str(tiny_reward_dir),
+            "--prompts", str(tiny_policy_dir / "world" / "prompts.jsonl"), "--out", str(tmp_path / "run"),
+            "--iterations", "1", "--device", "cuda"]
+    with pytest.raises(SystemExit, match="rlhf ppo: device 'cuda' asked for, but torch sees no CUDA GPU"):
+        main(args)
+    assert not (tmp_path / "run").exists()  # refused before anything was written
