@@ -74,6 +74,8 @@ class PPOHyperparams(BaseSettings):
     """Reward-model scores are clipped to +-this before shaping (a guard against outliers)."""
     value_model: Literal["shared", "detached", "separate"] = "detached"
     """`detached`: scalar head on the policy's last hidden state (read from the states the rollout already computed), the value loss stopping at the head so the policy's trunk learns from the policy loss alone; `shared`: the same head with the value loss reaching the trunk (scaled by `vf_coef`); `separate`: critic with its own trunk (twice the compute). With `detached` or `separate` the policy's and the critic's gradients are clipped apart. `detached` rather than `shared` (with lam 1.0 and a critic rate of 3e-4; bench/ppo_vs_trl.py, 180 s, seeds 0 / 1): preference score 0.833 / 0.822 against 0.767 / 0.787, at the same samples/s (docs/ppo.md)."""
+    score_baseline: Literal["none", "group"] = "none"
+    """With `gae` and `completions_per_prompt` >= 2: `group` subtracts from each answer's reward-model score the mean score of the other answers to its prompt (RLOO's leave-one-out baseline) before GAE, so the critic handles the per-token KL part and the prompt's own difficulty drops out of the advantages; `none`: the critic is the only baseline. No effect with one answer per prompt."""
     value_learning_rate: float = Field(default=3e-4, gt=0.0)
     """AdamW learning rate of the critic (value head, and the separate trunk). 10x the policy's: a head that starts at zero hardly moves at the policy's rate (1e-3 scored the same as 3e-4: 0.834 / 0.814)."""
     seed: int = 0

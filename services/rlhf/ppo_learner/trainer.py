@@ -141,6 +141,8 @@ class PPOTrainer:
         kl = losses.kl_per_token(rollout.logprobs, rollout.ref_logprobs, hp.kl_estimator) * mask  # (B, R)
         kl_seq = (rollout.logprobs - rollout.ref_logprobs).mul(mask).sum(1)  # (B,) the KL we report/control
         if self.use_critic:
+            if hp.score_baseline == "group" and hp.completions_per_prompt > 1:
+                scores = losses.group_advantages(scores, hp.completions_per_prompt, "rloo")
             rewards = losses.token_rewards(scores, kl, mask, beta)  # (B, R)
             adv, returns = losses.gae(rewards, rollout.values, mask, hp.gamma, hp.lam)
             shaped = rewards.sum(1)

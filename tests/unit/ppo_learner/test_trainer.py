@@ -130,3 +130,31 @@ def test_critic_learns_at_its_own_rate_and_old_single_group_checkpoints_load(tin
     trainer.load_state_dict({**old.state_dict(), "optimizer": merged})
     assert [len(g["params"]) for g in trainer.optimizer.param_groups] == [len(trainer.policy_params), 2]
     assert [g["lr"] for g in trainer.optimizer.param_groups] == [1e-5, 1e-3]
+
+
+@pytest.mark.parametrize("score_baseline", ["none", "group"])
+def test_a_group_score_baseline_takes_each_prompts_own_level_out_of_the_advantages(tiny_models, tiny_prompts,
+                                                                                   score_baseline):
+    """With k answers per prompt and `group`, adding a constant to every score of one prompt changes nothing."""
+    from rlhf.ppo_learner.rollout import collect
+
+    tok, policy, ref = tiny_models
+    hp = PPOHyperparams(rollout_prompts=3, completions_per_prompt=4, max_new_tokens=12, score_baseline=score_baseline)
+    trainer = PPOTrainer(policy, ref, tok, hp)
+    scores = torch.tensor([0.1, 0.5, -0.2, 0.3, 1.0, 1.2, 0.8, 0.9, -1.0, -0.7, -1.3, -0.9])
+
+    def scorer(_prompts, _answers):
+        return scores
+    rollout = collect(policy, ref, scorer, tok, tiny_prompts[:3], max_new_tokens=12, temperature=1.0,
+                      generator=torch.Generator().manual_seed(0), group_size=4)
+    rollout.finished[:] = True  # no missing-EOS penalty: the scores alone differ
+    adv, returns, _, _ = trainer.advantages(rollout, beta=0.1)
+    shifted = rollout.scores + torch.tensor([5.0, -3.0, 2.0]).repeat_interleave(4)
+    rollout.scores = shifted
+    adv2, returns2, _, _ = trainer.advantages(rollout, beta=0.1)
+    same = torch.allclose(adv, adv2, atol=1e-5) and torch.allclose(returns, returns2, atol=1e-5)
+    assert same == (score_baseline == "group")
+    if score_baseline == "group":  # each answer's return at its first token: its score minus the others' mean
+        loo = scores - (scores.view(3, 4).sum(1, keepdim=True) - scores.view(3, 4)).reshape(-1) / 3
+        kl = (rollout.logprobs - rollout.ref_logprobs).mul(rollout.response_mask).sum(1)
+        torch.testing.assert_close(returns[:, 0], loo - 0.1 * kl, atol=1e-5, rtol=0)
