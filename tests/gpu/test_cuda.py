@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import subprocess
 import sys
 import time
@@ -23,10 +22,10 @@ from rlhf.ppo_learner.losses import logprobs_from_logits
 from rlhf.ppo_learner.models import load_lm, load_policy, load_reference, load_tokenizer
 from rlhf.ppo_learner.prompts import load_prompt_file
 from rlhf.ppo_learner.rollout import RewardModelScorer, collect, encode_prompts
-from rlhf.ppo_learner.settings import PPOHyperparams
-from rlhf.ppo_learner.trainer import PPOTrainer
 from rlhf.ppo_learner.value_head import position_ids_from_mask
 from rlhf.reward_trainer.model import RewardModel
+
+from tests.unit.ppo_learner.test_trainer import assert_learned, train_for_brevity
 
 pytestmark = [
     pytest.mark.gpu,
@@ -93,21 +92,11 @@ def test_a_gpu_rollout_scores_as_the_cpu_would(tiny_policy_dir, prompts, reward_
 
 @pytest.mark.parametrize("advantage", ["gae", "rloo"])
 def test_ppo_on_the_gpu_learns_what_the_reward_asks(tiny_policy_dir, prompts, advantage):
-    def brevity(_prompts, answers):
-        return torch.tensor([-len(a.split()) / 10 for a in answers])  # on the CPU, as a custom scorer may be
-
+    """The CPU test's learning check on CUDA; its reward is computed on the CPU, as a custom scorer's may be."""
     tok = load_tokenizer(tiny_policy_dir)
     policy, ref = load_policy(tiny_policy_dir, "detached", CUDA), load_reference(tiny_policy_dir, CUDA)
-    k = 1 if advantage == "gae" else 4
-    hp = PPOHyperparams(advantage=advantage, rollout_prompts=16 // k, completions_per_prompt=k, max_new_tokens=32,
-                        learning_rate=1e-3, init_beta=0.01, seed=0)
-    trainer = PPOTrainer(policy, ref, tok, hp)
-    rng = random.Random(0)
-    stats = [trainer.iteration(rng.sample(prompts, hp.rollout_prompts), brevity) for _ in range(10)]
-    first = sum(s.reward_mean for s in stats[:2]) / 2
-    last = sum(s.reward_mean for s in stats[-2:]) / 2
-    assert last > first + 0.5, [round(s.reward_mean, 2) for s in stats]
-    assert stats[0].kl == pytest.approx(0.0, abs=1e-3)
+    trainer, stats = train_for_brevity(policy, ref, tok, prompts, advantage)
+    assert_learned(stats, first_kl_tolerance=1e-3)
     assert all(p.device == CUDA for p in policy.parameters())
     for state in trainer.optimizer.state.values():
         assert all(v.device == CUDA for name, v in state.items() if name != "step")
