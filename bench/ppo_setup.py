@@ -48,7 +48,7 @@ def reward_model(policy: str, out: Path, events: int = 2000, prompts: int = 300,
         return json.loads(report_path.read_text())
     from rlhf.reward_trainer.checkpoint import JournalRecord
     from rlhf.reward_trainer.learner import RewardLearner
-    from rlhf.reward_trainer.model import RewardModel
+    from rlhf.models.reward import RewardModel
     from rlhf.reward_trainer.settings import RewardTrainerSettings
 
     torch.set_num_threads(threads)

@@ -36,7 +36,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reward_feedback import cached_rated_answers, simulate_feedback, world_answers, world_prompts  # noqa: E402
 
-from rlhf.reward_trainer.model import RewardModel, load_backbone  # noqa: E402
+from rlhf.models.reward import RewardModel, load_backbone  # noqa: E402
 from rlhf.reward_trainer.pairs import PairBuilder  # noqa: E402
 from rlhf.reward_trainer.settings import PairSettings, TrainSettings  # noqa: E402
 from rlhf.reward_trainer.trainer import BTTrainer, evaluate  # noqa: E402

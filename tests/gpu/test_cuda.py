@@ -23,7 +23,7 @@ from rlhf.ppo_learner.models import load_lm, load_policy, load_reference, load_t
 from rlhf.ppo_learner.prompts import load_prompt_file
 from rlhf.ppo_learner.rollout import RewardModelScorer, collect, encode_prompts
 from rlhf.ppo_learner.value_head import position_ids_from_mask
-from rlhf.reward_trainer.model import RewardModel
+from rlhf.models.reward import RewardModel
 
 from tests.unit.ppo_learner.test_trainer import assert_learned, train_for_brevity
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from rlhf.reward_trainer.model import RewardModel
+from rlhf.models.reward import RewardModel
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

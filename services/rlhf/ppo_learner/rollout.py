@@ -25,8 +25,8 @@ from rlhf.ppo_learner.value_head import (
     position_ids_from_mask,
     response_logits,
 )
-from rlhf.reward_trainer.model import RewardModel
-from rlhf.reward_trainer.pairs import Side
+from rlhf.models.rated import Side
+from rlhf.models.reward import RewardModel
 
 
 @dataclass

@@ -19,7 +19,7 @@ from rlhf.common.dedup import LruDedup
 from rlhf.common.events import UndecodableEvent, decode
 from rlhf.reward_trainer.checkpoint import CheckpointStore, JournalRecord
 from rlhf.reward_trainer.gate import GateDecision, decide
-from rlhf.reward_trainer.model import RewardModel
+from rlhf.models.reward import RewardModel
 from rlhf.reward_trainer.pairs import Pair, PairBuilder
 from rlhf.reward_trainer.settings import RewardTrainerSettings
 from rlhf.reward_trainer.trainer import BTTrainer, HeldoutEval

@@ -39,30 +39,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from rlhf.common.dedup import LruDedup
+from rlhf.models.rated import Messages, Side
 from rlhf.reward_trainer.settings import PairSettings
 from rlhf.v1 import chat_pb2, events_pb2
 
-Messages = tuple[tuple[str, str], ...]
-"""A prompt as (role, content) messages."""
-
 _WORD = re.compile(r"\w+")
-
-
-@dataclass(frozen=True)
-class Side:
-    """One rated answer in its context."""
-
-    prompt: Messages
-    answer: str
-    prompt_text: str = ""
-    """Raw prompt, used only when `prompt` has no messages."""
-
-    def to_json(self) -> dict[str, Any]:
-        return {"prompt": [list(m) for m in self.prompt], "answer": self.answer, "prompt_text": self.prompt_text}
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> Side:
-        return cls(tuple((r, c) for r, c in d["prompt"]), d["answer"], d.get("prompt_text", ""))
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from rlhf.common.settings import RedisSettings, SettingsError, load
-from rlhf.reward_trainer.pairs import Side
+from rlhf.models.rated import Side
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -58,7 +58,7 @@ def _sides(args: argparse.Namespace) -> list[Side]:
 def _score(model_dir: str | Path, sides: list[Side], max_length: int) -> list[float]:
     from transformers.utils import logging as hf_logging
 
-    from rlhf.reward_trainer.model import RewardModel  # torch import only once arguments are valid
+    from rlhf.models.reward import RewardModel  # torch import only once arguments are valid
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()

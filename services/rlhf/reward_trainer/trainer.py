@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from rlhf.models.optim import adamw
-from rlhf.reward_trainer.model import RewardModel
+from rlhf.models.reward import RewardModel
 from rlhf.reward_trainer.pairs import Pair
 from rlhf.reward_trainer.settings import TrainSettings
 

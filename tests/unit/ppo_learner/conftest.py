@@ -8,7 +8,7 @@ import torch
 from rlhf.ppo_learner.models import load_policy, load_reference, load_tokenizer
 from rlhf.ppo_learner.prompts import load_prompt_file
 from rlhf.ppo_learner.settings import PPOHyperparams
-from rlhf.reward_trainer.model import RewardModel
+from rlhf.models.reward import RewardModel
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import torch
 from rlhf.ppo_learner.prompts import Prompt
 from rlhf.ppo_learner.rollout import RewardModelScorer
 from rlhf.ppo_learner.service import reward_standardisation
-from rlhf.reward_trainer.model import RewardModel
+from rlhf.models.reward import RewardModel
 
 
 def test_standardisation_comes_from_the_manifest_when_enabled():

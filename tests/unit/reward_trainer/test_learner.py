@@ -6,7 +6,7 @@ import pytest
 from rlhf.common.events import wrap
 from rlhf.reward_trainer.checkpoint import JournalRecord
 from rlhf.reward_trainer.learner import RewardLearner
-from rlhf.reward_trainer.model import RewardModel
+from rlhf.models.reward import RewardModel
 from rlhf.reward_trainer.settings import RewardTrainerSettings
 
 from .helpers import comparison, records

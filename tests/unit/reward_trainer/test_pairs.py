@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from rlhf.reward_trainer.pairs import PairBuilder, Side, is_heldout, jaccard, prompt_words
+from rlhf.models.rated import Side
+from rlhf.reward_trainer.pairs import PairBuilder, is_heldout, jaccard, prompt_words
 from rlhf.reward_trainer.settings import PairSettings
 from rlhf.v1 import chat_pb2, events_pb2
 

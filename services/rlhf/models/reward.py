@@ -1,5 +1,8 @@
 """The reward model: a sequence-classification model with one output (a scalar score).
 
+Shared by the reward trainer (which trains it) and the PPO learner (which scores
+rollouts with it), so it lives with the models rather than in either service.
+
 By default it starts from the SFT policy directory, as in InstructGPT: the
 transformer body keeps its weights, the language-model head is dropped and a
 fresh scalar head (`score`) is added. Loading goes through
@@ -19,7 +22,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from rlhf.reward_trainer.pairs import Side
+from rlhf.models.rated import Side
 
 
 def load_backbone(path: str | Path, seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
