@@ -46,9 +46,9 @@ def reward_model(policy: str, out: Path, events: int = 2000, prompts: int = 300,
     report_path = out / "rm_report.json"
     if report_path.exists() and (out / "config.json").exists():
         return json.loads(report_path.read_text())
+    from rlhf.models.reward import RewardModel
     from rlhf.reward_trainer.checkpoint import JournalRecord
     from rlhf.reward_trainer.learner import RewardLearner
-    from rlhf.models.reward import RewardModel
     from rlhf.reward_trainer.settings import RewardTrainerSettings
 
     torch.set_num_threads(threads)

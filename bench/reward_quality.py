@@ -31,9 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reward_feedback import cached_rated_answers, simulate_feedback, true_scores, world_answers, world_prompts  # noqa: E402
 
 from rlhf.common.events import wrap  # noqa: E402
+from rlhf.models.reward import RewardModel  # noqa: E402
 from rlhf.reward_trainer.checkpoint import JournalRecord  # noqa: E402
 from rlhf.reward_trainer.learner import RewardLearner  # noqa: E402
-from rlhf.models.reward import RewardModel  # noqa: E402
 from rlhf.reward_trainer.pairs import Pair, PairBuilder  # noqa: E402
 from rlhf.reward_trainer.settings import PairSettings, RewardTrainerSettings  # noqa: E402
 from rlhf.reward_trainer.trainer import evaluate  # noqa: E402

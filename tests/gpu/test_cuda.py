@@ -18,12 +18,12 @@ from rlhf.inference.policy import load_policy as load_serving_policy
 from rlhf.inference.sampling import SamplingSettings
 from rlhf.models import gpt2_decoder
 from rlhf.models.device import DeviceUnavailable, resolve_device
+from rlhf.models.reward import RewardModel
 from rlhf.ppo_learner.losses import logprobs_from_logits
 from rlhf.ppo_learner.models import load_lm, load_policy, load_reference, load_tokenizer
 from rlhf.ppo_learner.prompts import load_prompt_file
 from rlhf.ppo_learner.rollout import RewardModelScorer, collect, encode_prompts
 from rlhf.ppo_learner.value_head import position_ids_from_mask
-from rlhf.models.reward import RewardModel
 
 from tests.unit.ppo_learner.test_trainer import assert_learned, train_for_brevity
 

@@ -17,9 +17,9 @@ from prometheus_client import CollectorRegistry
 from rlhf.common.registry import WeightStore
 from rlhf.common.settings import KafkaSettings, RedisSettings
 from rlhf.inference.local import ServerThread, local_config
+from rlhf.models.reward import RewardModel
 from rlhf.ppo_learner.service import PPOLearnerService
 from rlhf.ppo_learner.settings import PPOHyperparams, PPOLearnerSettings
-from rlhf.models.reward import RewardModel
 from rlhf.v1 import chat_pb2, chat_pb2_grpc
 
 pytestmark = pytest.mark.integration

@@ -18,6 +18,8 @@ import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from rlhf.models import gpt2_decoder
+from rlhf.models.rated import Side
+from rlhf.models.reward import RewardModel
 from rlhf.ppo_learner.losses import logprobs_from_logits
 from rlhf.ppo_learner.prompts import Prompt
 from rlhf.ppo_learner.value_head import (
@@ -25,8 +27,6 @@ from rlhf.ppo_learner.value_head import (
     position_ids_from_mask,
     response_logits,
 )
-from rlhf.models.rated import Side
-from rlhf.models.reward import RewardModel
 
 
 @dataclass

@@ -17,9 +17,9 @@ from typing import Any
 
 from rlhf.common.dedup import LruDedup
 from rlhf.common.events import UndecodableEvent, decode
+from rlhf.models.reward import RewardModel
 from rlhf.reward_trainer.checkpoint import CheckpointStore, JournalRecord
 from rlhf.reward_trainer.gate import GateDecision, decide
-from rlhf.models.reward import RewardModel
 from rlhf.reward_trainer.pairs import Pair, PairBuilder
 from rlhf.reward_trainer.settings import RewardTrainerSettings
 from rlhf.reward_trainer.trainer import BTTrainer, HeldoutEval

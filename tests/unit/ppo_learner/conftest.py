@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from rlhf.models.reward import RewardModel
 from rlhf.ppo_learner.models import load_policy, load_reference, load_tokenizer
 from rlhf.ppo_learner.prompts import load_prompt_file
 from rlhf.ppo_learner.settings import PPOHyperparams
-from rlhf.models.reward import RewardModel
 
 
 @pytest.fixture(scope="session")

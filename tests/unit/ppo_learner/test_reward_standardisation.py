@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from rlhf.models.reward import RewardModel
 from rlhf.ppo_learner.prompts import Prompt
 from rlhf.ppo_learner.rollout import RewardModelScorer
 from rlhf.ppo_learner.service import reward_standardisation
-from rlhf.models.reward import RewardModel
 
 
 def test_standardisation_comes_from_the_manifest_when_enabled():

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 
 from rlhf.common.events import wrap
+from rlhf.models.reward import RewardModel
 from rlhf.reward_trainer.checkpoint import JournalRecord
 from rlhf.reward_trainer.learner import RewardLearner
-from rlhf.models.reward import RewardModel
 from rlhf.reward_trainer.settings import RewardTrainerSettings
 
 from .helpers import comparison, records
