@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> dict:
     backbone = args.backbone or policy
     settings = RewardTrainerSettings(base_model=backbone, **json.loads(args.settings))
     eval_set = eval_pairs(eval_events, settings.pair_settings())
-    rm = RewardModel.from_pretrained(backbone, settings.max_length, settings.seed)
+    rm = RewardModel.from_pretrained(backbone, settings.max_length, settings.seed, settings.echo_request)
     learner = RewardLearner(settings, rm)
     curve, reached = [], {}
     t0 = time.perf_counter()
