@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> dict:
         train_s += time.perf_counter() - t1
         seen = min(start + args.batch_events, len(stream))
         if seen % args.eval_every == 0 or seen == len(stream):
-            ev = evaluate(learner.trainer.scoring_model, eval_set)  # what the service would publish
+            ev = evaluate(rm, eval_set)
             hv = learner.trainer.evaluate()
             point = {"events": seen, "eval_accuracy": round(ev.accuracy, 4), "heldout_accuracy": round(hv.accuracy, 4),
                      "heldout_pairs": hv.n, "heldout_ece": round(hv.ece, 4), "pairs_trained": learner.trainer.pairs_trained,

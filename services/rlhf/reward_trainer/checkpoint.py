@@ -4,8 +4,7 @@ A consumed batch must be durable before its offsets are committed, but a full
 checkpoint (model, optimizer, buffers) per batch would cost far more than the
 training. So the trainer writes two things:
 
-- `ckpt-NNNNNN/`: the model (HF directory), the optimizer state and weight
-  average (`optimizer.pt`), and
+- `ckpt-NNNNNN/`: the model (HF directory), the optimizer state and
   `state.json` (pair builder, replay buffer, fresh queue, held-out set, seen
   event ids, offsets covered, counters). Written into a temporary directory,
   fsynced, renamed; then the `LATEST` pointer file is replaced atomically.
@@ -69,7 +68,6 @@ class Loaded:
     seq: int
     model_dir: Path
     optimizer: dict[str, Any]
-    """Tensor state besides the model: the optimizer's and the weight average's (`BTTrainer.tensor_state`)."""
     state: dict[str, Any]
 
 

@@ -196,7 +196,7 @@ class RewardLearner:
         self.examples_at_last_attempt = int(state["examples_at_last_attempt"])
 
     def save(self, store: CheckpointStore) -> int:
-        seq = store.save(self.rm.save, self.trainer.tensor_state(), self.state_dict(),
+        seq = store.save(self.rm.save, self.trainer.optimizer.state_dict(), self.state_dict(),
                          trained_ids=self.trainer.newly_trained_ids)
         self.trainer.newly_trained_ids = []
         return seq
@@ -210,7 +210,7 @@ class RewardLearner:
         learner = cls(settings, rm)
         if loaded:
             learner.load_state_dict(loaded.state)
-            learner.trainer.load_tensor_state(loaded.optimizer)
+            learner.trainer.optimizer.load_state_dict(loaded.optimizer)
             # A checkpoint from before the audit log kept the ids in its state: they go to the log
             # with the next checkpoint.
             learner.trainer.newly_trained_ids = list(loaded.state["trainer"].get("trained_feedback_ids", []))

@@ -170,7 +170,7 @@ class RewardTrainerService:
             metrics = self.learner.manifest_metrics(ev)
             extra = self.learner.manifest_extra()
             snapshot = tempfile.TemporaryDirectory(prefix="rlhf-reward-")
-            self.learner.trainer.scoring_model.save(snapshot.name)  # the weight average, when on
+            self.learner.rm.save(snapshot.name)
         with snapshot:  # the upload runs outside the lock: consuming and training go on
             manifest = self.weights.publish_hf_dir(
                 snapshot.name, metrics=metrics, extra=extra, parent_version=self.weights.current_version()

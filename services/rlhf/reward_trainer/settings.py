@@ -64,8 +64,6 @@ class TrainSettings(BaseSettings):
     """AdamW learning rate."""
     weight_decay: float = Field(default=0.0, ge=0)
     """AdamW weight decay."""
-    weight_average: float = Field(default=0.0, ge=0.0, lt=1.0)
-    """Decay of an exponential moving average of the weights (Polyak averaging); the average is what is evaluated, gated and published, the raw weights go on training. 0 turns it off."""
     grad_clip: float = Field(default=1.0, gt=0)
     """Gradient norm clip."""
     margin: float = Field(default=0.0, ge=0)

@@ -21,7 +21,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.optim.swa_utils import AveragedModel
 
 from rlhf.models.optim import adamw
 from rlhf.models.reward import RewardModel
@@ -155,21 +154,8 @@ class ReplayBuffer:
         return len(self.items)
 
 
-def ema_with_warmup(decay: float):
-    """`multi_avg_fn` for `AveragedModel`: an exponential moving average whose decay ramps up as
-    (1 + n) / (10 + n) to `decay` (as TensorFlow's ExponentialMovingAverage with num_updates), so
-    the first versions are not held back by the first steps' weights."""
-
-    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged) -> None:
-        n = int(n_averaged)
-        d = min(decay, (1.0 + n) / (10.0 + n))
-        torch._foreach_lerp_(averaged, current, 1.0 - d)
-
-    return update
-
-
 class BTTrainer:
-    """Owns the optimizer, the fresh queue, the replay buffer, the held-out set and the weight average."""
+    """Owns the optimizer, the fresh queue, the replay buffer and the held-out set."""
 
     def __init__(self, rm: RewardModel, settings: TrainSettings) -> None:
         self.rm = rm
@@ -190,14 +176,6 @@ class BTTrainer:
         """Feedback ids of pairs trained on since the last checkpoint (the checkpoint store keeps the full audit)."""
         self.last_loss = float("nan")
         self.tokens = TokenCache(rm)
-        self.average: AveragedModel | None = None
-        """Exponential moving average of the weights (`weight_average` > 0): what is evaluated and published."""
-        self.scoring_model = rm
-        """The model that is evaluated, gated and published: `rm` itself, or its weight average."""
-        if settings.weight_average > 0:
-            self.average = AveragedModel(rm.model, multi_avg_fn=ema_with_warmup(settings.weight_average))
-            self.average.update_parameters(rm.model)  # starts from the backbone's weights
-            self.scoring_model = RewardModel(self.average.module, rm.tokenizer, rm.max_length, rm.echo_request)
         rm.model.train()
 
     def add(self, pairs: Iterable[Pair]) -> None:
@@ -247,36 +225,13 @@ class BTTrainer:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.rm.model.parameters(), self.settings.grad_clip)
         self.optimizer.step()
-        if self.average is not None:
-            self.average.update_parameters(self.rm.model)
         self.steps += 1
         self.examples_seen += len(batch)
         self.last_loss = loss.item()
         return self.last_loss
 
     def evaluate(self) -> HeldoutEval:
-        """The scoring model (the weight average, when on) on the held-out pairs."""
-        return evaluate(self.scoring_model, list(self.heldout), self.settings.margin, tokens=self.tokens)
-
-    def tensor_state(self) -> dict[str, Any]:
-        """Optimizer and weight-average tensors, for the checkpoint (the model itself is saved as an HF directory)."""
-        state: dict[str, Any] = {"optimizer": self.optimizer.state_dict()}
-        if self.average is not None:
-            state["average"] = self.average.state_dict()
-        return state
-
-    def load_tensor_state(self, state: dict[str, Any]) -> None:
-        """Inverse of `tensor_state`. A checkpoint without an average (older, or written with averaging off)
-        restarts the average from the restored weights."""
-        if "optimizer" not in state:  # a checkpoint from before the weight average held the optimizer alone
-            state = {"optimizer": state}
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.average is not None:
-            if "average" in state:
-                self.average.load_state_dict(state["average"])
-            else:
-                self.average.n_averaged.zero_()
-                self.average.update_parameters(self.rm.model)
+        return evaluate(self.rm, list(self.heldout), self.settings.margin, tokens=self.tokens)
 
     # -- durable state (the model and optimizer tensors are saved by checkpoint.py) --
     def state_dict(self) -> dict[str, Any]:

