@@ -9,6 +9,10 @@ events the model is measured on
   - the learner's own held-out slice (what the service reports), and
   - an independent evaluation set: feedback on other prompts, all of it
     turned into pairs, large enough for a steady curve;
+  - agreement with the hidden preference itself: on the same other prompts,
+    every two answers it scores differently, ordered by the model. No user
+    noise and no coin flips, so it tells settings apart with less noise than
+    the users' labels (which the 75%/85% goals are about);
 plus, on the same pairs, the accuracy of the hidden preference itself (the
 ceiling: users' choices between equally good answers are coin flips).
 Reports the events needed to reach 75% and 85% on the evaluation set, and
@@ -23,6 +27,7 @@ import argparse
 import json
 import sys
 import time
+from itertools import combinations
 from pathlib import Path
 
 import torch
@@ -31,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reward_feedback import cached_rated_answers, simulate_feedback, true_scores, world_answers, world_prompts  # noqa: E402
 
 from rlhf.common.events import wrap  # noqa: E402
+from rlhf.models.rated import Side  # noqa: E402
 from rlhf.models.reward import RewardModel  # noqa: E402
 from rlhf.reward_trainer.checkpoint import JournalRecord  # noqa: E402
 from rlhf.reward_trainer.learner import RewardLearner  # noqa: E402
@@ -73,6 +79,22 @@ def accuracy_by_feature(pairs: list[Pair], outcomes: dict[str, float], groups) -
         by.setdefault(name, []).append(outcomes[p.pair_id])
     return {k: {"n": len(v), "accuracy": round(sum(v) / len(v), 3)}
             for k, v in sorted(by.items(), key=lambda kv: -len(kv[1]))}
+
+
+def preference_agreement(rm: RewardModel, groups) -> float:
+    """Share of answer pairs (same prompt, different hidden scores) the model orders as the hidden preference does."""
+    answers = list({(a.prompt, a.answer): a for g in groups for a in g}.values())
+    index = {(a.prompt, a.answer): i for i, a in enumerate(answers)}
+    scores = rm.score([Side((("user", a.prompt),), a.answer) for a in answers])  # (N,)
+    right = []
+    for g in groups:
+        distinct = list({a.answer: a for a in g}.values())
+        for x, y in combinations(distinct, 2):
+            if x.score != y.score:
+                better, worse = (x, y) if x.score > y.score else (y, x)
+                d = scores[index[(better.prompt, better.answer)]] - scores[index[(worse.prompt, worse.answer)]]
+                right.append(1.0 if d > 0 else 0.5 if d == 0 else 0.0)
+    return sum(right) / len(right) if right else 0.0
 
 
 def eval_pairs(events, settings: PairSettings) -> list[Pair]:
@@ -122,6 +144,7 @@ def run(args: argparse.Namespace) -> dict:
             ev = evaluate(rm, eval_set)
             hv = learner.trainer.evaluate()
             point = {"events": seen, "eval_accuracy": round(ev.accuracy, 4), "heldout_accuracy": round(hv.accuracy, 4),
+                     "preference_agreement": round(preference_agreement(rm, eval_groups), 4),
                      "heldout_pairs": hv.n, "heldout_ece": round(hv.ece, 4), "pairs_trained": learner.trainer.pairs_trained,
                      "steps": learner.trainer.steps}
             curve.append(point)
@@ -139,6 +162,9 @@ def run(args: argparse.Namespace) -> dict:
         "events": len(stream),
         "eval_pairs": len(eval_set),
         "eval_accuracy": final_eval,
+        "eval_accuracy_last4": round(sum(p["eval_accuracy"] for p in curve[-4:]) / len(curve[-4:]), 4),
+        "preference_agreement": curve[-1]["preference_agreement"],
+        "preference_agreement_last4": round(sum(p["preference_agreement"] for p in curve[-4:]) / len(curve[-4:]), 4),
         "heldout_accuracy": final_held,
         "heldout_pairs": curve[-1]["heldout_pairs"],
         "oracle_eval_accuracy": round(oracle_accuracy(eval_set, scores), 4),
@@ -168,6 +194,8 @@ def table(r: dict) -> str:
                                                 f"(ceiling {r['oracle_heldout_accuracy']:.3f})"),
         ("accuracy on independent eval set", f"{r['eval_accuracy']:.3f} on {r['eval_pairs']} pairs "
                                              f"(ceiling {r['oracle_eval_accuracy']:.3f})"),
+        ("mean of the last 4 points", r["eval_accuracy_last4"]),
+        ("agreement with the hidden preference", f"{r['preference_agreement']:.3f} (last 4 points: {r['preference_agreement_last4']:.3f})"),
         ("events to reach 75%", fmt(r["events_to_75"])),
         ("events to reach 85%", fmt(r["events_to_85"])),
         ("pairs trained / steps", f"{r['pairs_trained']} / {r['train_steps']}"),
