@@ -128,7 +128,9 @@ def run(args: argparse.Namespace) -> dict:
 
     backbone = args.backbone or policy
     settings = RewardTrainerSettings(base_model=backbone, **json.loads(args.settings))
-    eval_set = eval_pairs(eval_events, settings.pair_settings())
+    # The eval set is built the default way whatever --settings says, so settings that change pairing
+    # (e.g. thumb_similarity) are measured on the same pairs.
+    eval_set = eval_pairs(eval_events, PairSettings.model_construct())
     rm = RewardModel.from_pretrained(backbone, settings.max_length, settings.seed, settings.echo_request)
     learner = RewardLearner(settings, rm)
     curve, reached = [], {}
