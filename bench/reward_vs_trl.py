@@ -116,7 +116,6 @@ def run(args: argparse.Namespace) -> dict:
         "steps": args.steps,
         "batch_pairs": args.batch,
         "lr": args.lr,
-        "echo_request": args.echo_request,
         "threads": args.threads,
         "repeat": args.repeat,
         "examples_per_s_ours": round(eps_ours, 1),
@@ -133,7 +132,7 @@ def table(r: dict) -> str:
     return "\n".join([
         f"reward model: ours vs TRL RewardTrainer (backbone {r['backbone']}; {r['answers']} answers of {r['policy']})",
         f"  {r['train_pairs']} training pairs, {r['heldout_pairs']} held-out; {r['steps']} steps x {r['batch_pairs']} pairs,"
-        f" lr {r['lr']}, request echoed: {r['echo_request']}, {r['threads']} thread(s), median of {r['repeat']}",
+        f" lr {r['lr']}, {r['threads']} thread(s), median of {r['repeat']}",
         f"  {'':<22}{'ours':>10}{'TRL':>10}{'ratio':>10}",
         f"  {'pairs/s':<22}{r['examples_per_s_ours']:>10}{r['examples_per_s_trl']:>10}{r['examples_per_s_ratio']:>10}",
         f"  {'held-out accuracy':<22}{r['accuracy_ours']:>10}{r['accuracy_trl']:>10}",
