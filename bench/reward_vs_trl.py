@@ -54,7 +54,7 @@ def make_pairs(args: argparse.Namespace, policy: str):
 
 
 def run_ours(backbone: str, train, heldout, args: argparse.Namespace) -> dict:
-    rm = RewardModel.from_pretrained(backbone, args.max_length, seed=args.seed, echo_request=args.echo_request)
+    rm = RewardModel.from_pretrained(backbone, args.max_length, seed=args.seed)
     trainer = BTTrainer(rm, TrainSettings(batch_size=args.batch, lr=args.lr, max_length=args.max_length,
                                           replay_fraction=args.replay_fraction, seed=args.seed))
     trainer.add(train)  # tokenizes once, as the service does when pairs arrive
@@ -72,7 +72,7 @@ def run_trl(backbone: str, train, heldout, args: argparse.Namespace) -> dict:
     from datasets import Dataset
     from trl import RewardConfig, RewardTrainer
 
-    rm = RewardModel.from_pretrained(backbone, args.max_length, seed=args.seed, echo_request=args.echo_request)
+    rm = RewardModel.from_pretrained(backbone, args.max_length, seed=args.seed)
     ids = [rm.tokenize([p.chosen, p.rejected]) for p in train]
     data = Dataset.from_dict({"chosen_ids": [c.tolist() for c, _ in ids], "rejected_ids": [r.tolist() for _, r in ids]})
     model, tokenizer = load_backbone(backbone, seed=args.seed)  # same weights and head as ours
@@ -87,7 +87,7 @@ def run_trl(backbone: str, train, heldout, args: argparse.Namespace) -> dict:
         t0 = time.perf_counter()
         result = trainer.train()
         seconds = time.perf_counter() - t0
-    scorer = RewardModel(trainer.model, tokenizer, args.max_length, echo_request=args.echo_request)  # as trained
+    scorer = RewardModel(trainer.model, tokenizer, args.max_length)
     return {"seconds": seconds, "accuracy": evaluate(scorer, heldout).accuracy, "last_loss": result.training_loss}
 
 
@@ -155,8 +155,6 @@ def main() -> int:
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--replay-fraction", type=float, default=0.5)
     p.add_argument("--max-length", type=int, default=256)
-    p.add_argument("--echo-request", action=argparse.BooleanOptionalAction, default=TrainSettings().echo_request,
-                   help="repeat the request after the answer in both trainers' texts (the service's default)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)

@@ -13,18 +13,6 @@ A pair side is rendered as the conversation the policy saw plus its answer,
 with the tokenizer's chat template when it has one (the model then reads the
 same layout it was fine-tuned on), else as "role: content" lines. Long texts
 are truncated from the left: the answer at the end carries the signal.
-
-With `echo_request`, the user's last request is repeated after the answer.
-A decoder-only backbone reads left to right, so while it reads the answer it
-has not yet learnt what to check it against, and at the end it must recall
-both. Re-reading the request after the answer lets each of its tokens look
-back for itself in the answer: whether the answer kept the customer's name,
-order number or topic becomes a local comparison. (The same reason that
-repeating the input improves embeddings of causal LMs: Springer et al.,
-"Repetition Improves Language Model Embeddings", 2024.) Measured on the SFT
-backbone, see docs/reward.md. The choice is saved in the model's config
-(`rlhf_echo_request`), so every later reader of a published version renders
-its texts the way it was trained.
 """
 from __future__ import annotations
 
@@ -35,10 +23,6 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from rlhf.models.rated import Side
-
-
-ECHO_CONFIG_KEY = "rlhf_echo_request"
-"""Config attribute that records whether a reward model was trained with the request echoed."""
 
 
 def load_backbone(path: str | Path, seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -64,47 +48,28 @@ def load_backbone(path: str | Path, seed: int = 0) -> tuple[PreTrainedModel, Pre
 class RewardModel:
     """Scores (prompt, answer) texts: higher means users prefer it more."""
 
-    def __init__(
-        self,
-        model: PreTrainedModel,
-        tokenizer: PreTrainedTokenizerBase,
-        max_length: int = 256,
-        echo_request: bool | None = None,
-    ) -> None:
-        """`echo_request=None` keeps what the model's config records (off for a model that records nothing);
-        True or False sets it, and `save` records it."""
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, max_length: int = 256) -> None:
         self.model = model
         self.tokenizer = tokenizer
-        if echo_request is None:
-            echo_request = bool(getattr(model.config, ECHO_CONFIG_KEY, False))
-        self.echo_request = echo_request
-        setattr(model.config, ECHO_CONFIG_KEY, echo_request)
         # Never more tokens than the backbone has positions for (GPT-2: n_positions).
         positions = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
         self.max_length = min(max_length, positions) if positions else max_length
         self._has_template = bool(getattr(tokenizer, "chat_template", None))
 
     @classmethod
-    def from_pretrained(
-        cls, path: str | Path, max_length: int = 256, seed: int = 0, echo_request: bool | None = None
-    ) -> RewardModel:
-        """A published version or checkpoint keeps its recorded rendering unless `echo_request` overrides it."""
+    def from_pretrained(cls, path: str | Path, max_length: int = 256, seed: int = 0) -> RewardModel:
         model, tokenizer = load_backbone(path, seed)
-        return cls(model, tokenizer, max_length, echo_request)
+        return cls(model, tokenizer, max_length)
 
     def render(self, side: Side) -> str:
-        """The text the model scores: conversation + answer (+ the request again, with `echo_request`)."""
+        """The text the model scores: conversation + answer."""
         if not side.prompt:
-            echo = f"\n{side.prompt_text}" if self.echo_request and side.prompt_text else ""
-            return f"{side.prompt_text}{side.answer}{echo}"
-        requests = [c for r, c in side.prompt if r == "user"]
-        echo = [("user", requests[-1])] if self.echo_request and requests else []
+            return f"{side.prompt_text}{side.answer}"
         if self._has_template:
             messages = [{"role": r, "content": c} for r, c in side.prompt]
             messages.append({"role": "assistant", "content": side.answer})
-            messages += [{"role": r, "content": c} for r, c in echo]
             return self.tokenizer.apply_chat_template(messages, tokenize=False)
-        lines = [f"{r}: {c}" for r, c in (*side.prompt, ("assistant", side.answer), *echo)]
+        lines = [f"{r}: {c}" for r, c in side.prompt] + [f"assistant: {side.answer}"]
         return "\n".join(lines)
 
     def tokenize(self, sides: Sequence[Side]) -> list[torch.Tensor]:

@@ -206,7 +206,7 @@ class RewardLearner:
         """From the latest checkpoint plus its journal, or fresh from `base_model`; returns (learner, events replayed)."""
         loaded = store.load()
         base: str | Path = loaded.model_dir if loaded else settings.base_model
-        rm = RewardModel.from_pretrained(base, settings.max_length, settings.seed, settings.echo_request)
+        rm = RewardModel.from_pretrained(base, settings.max_length, settings.seed)
         learner = cls(settings, rm)
         if loaded:
             learner.load_state_dict(loaded.state)

@@ -68,8 +68,6 @@ class TrainSettings(BaseSettings):
     """Gradient norm clip."""
     margin: float = Field(default=0.0, ge=0)
     """Bradley-Terry margin: loss = -log sigmoid(r_chosen - r_rejected - margin)."""
-    echo_request: bool = True
-    """Repeat the user's last request after the answer in the text the model scores: a decoder-only backbone (the SFT policy) then compares the answer with the request token by token; on the SFT backbone it lifted independent accuracy from 0.81-0.82 to 0.84 (docs/reward.md). Recorded in each version's config, so the PPO learner renders the same way. An encoder that reads both ways gains nothing from it and pays for the longer texts."""
     max_length: int = Field(default=256, ge=8)
     """Token budget of prompt+answer; longer texts lose the start of the prompt (the answer carries the signal)."""
     seed: int = 0

