@@ -154,6 +154,20 @@ class ReplayBuffer:
         return len(self.items)
 
 
+def set_dropout(model: torch.nn.Module, p: float) -> int:
+    """Sets the probability of every dropout layer; returns how many there are.
+
+    Done on the modules rather than the config, because configs name their rates
+    differently (GPT-2: resid/embd/attn_pdrop; BERT: hidden/attention_probs_dropout_prob)
+    and the layers already exist. It takes effect only in train mode: scoring runs in
+    eval mode. The saved config keeps the backbone's rates.
+    """
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    for m in layers:
+        m.p = p
+    return len(layers)
+
+
 class BTTrainer:
     """Owns the optimizer, the fresh queue, the replay buffer and the held-out set."""
 
@@ -176,6 +190,7 @@ class BTTrainer:
         """Feedback ids of pairs trained on since the last checkpoint (the checkpoint store keeps the full audit)."""
         self.last_loss = float("nan")
         self.tokens = TokenCache(rm)
+        set_dropout(rm.model, settings.dropout)
         rm.model.train()
 
     def add(self, pairs: Iterable[Pair]) -> None:

