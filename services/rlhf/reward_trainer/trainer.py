@@ -154,18 +154,17 @@ class ReplayBuffer:
         return len(self.items)
 
 
-def set_dropout(model: torch.nn.Module, p: float) -> int:
-    """Sets the probability of every dropout layer; returns how many there are.
+def set_dropout(model: torch.nn.Module, p: float) -> None:
+    """Sets the probability of every dropout layer.
 
     Done on the modules rather than the config, because configs name their rates
     differently (GPT-2: resid/embd/attn_pdrop; BERT: hidden/attention_probs_dropout_prob)
     and the layers already exist. It takes effect only in train mode: scoring runs in
     eval mode. The saved config keeps the backbone's rates.
     """
-    layers = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
-    for m in layers:
-        m.p = p
-    return len(layers)
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = p
 
 
 class BTTrainer:
