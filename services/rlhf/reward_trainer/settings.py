@@ -70,8 +70,6 @@ class TrainSettings(BaseSettings):
     """Gradient norm clip."""
     margin: float = Field(default=0.0, ge=0)
     """Bradley-Terry margin: loss = -log sigmoid(r_chosen - r_rejected - margin)."""
-    label_smoothing: float = Field(default=0.0, ge=0.0, lt=0.5)
-    """Share of each pair's label taken as possibly wrong: the loss is -(1 - e) log sigmoid(gap) - e log sigmoid(-gap), so a pair stops pulling once its gap passes log((1 - e) / e). Users' choices between near-equal answers are coin flips; 0 is the plain Bradley-Terry loss."""
     max_length: int = Field(default=256, ge=8)
     """Token budget of prompt+answer; longer texts lose the start of the prompt (the answer carries the signal)."""
     seed: int = 0

@@ -29,22 +29,10 @@ from rlhf.reward_trainer.settings import TrainSettings
 
 
 def bt_loss(
-    r_chosen: torch.Tensor,
-    r_rejected: torch.Tensor,
-    margin: float = 0.0,
-    weight: torch.Tensor | None = None,
-    label_smoothing: float = 0.0,
+    r_chosen: torch.Tensor, r_rejected: torch.Tensor, margin: float = 0.0, weight: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Bradley-Terry negative log-likelihood: mean of -log sigmoid(r_c - r_r - margin). Inputs (B,), output ().
-
-    With `label_smoothing` e, each label is taken as right with probability 1 - e only:
-    -(1 - e) log sigmoid(d) - e log sigmoid(-d). Users' choices between near-equal answers
-    are coin flips, and the loss then stops pushing a pair's gap once it passes log((1 - e) / e).
-    """
-    d = r_chosen - r_rejected - margin
-    per_pair = -(1.0 - label_smoothing) * F.logsigmoid(d)  # (B,)
-    if label_smoothing:
-        per_pair = per_pair - label_smoothing * F.logsigmoid(-d)
+    """Bradley-Terry negative log-likelihood: mean of -log sigmoid(r_c - r_r - margin). Inputs (B,), output ()."""
+    per_pair = -F.logsigmoid(r_chosen - r_rejected - margin)  # (B,)
     if weight is None:
         return per_pair.mean()
     return (per_pair * weight).sum() / weight.sum()
@@ -246,7 +234,7 @@ class BTTrainer:
         b = len(batch)
         ids = [self.tokens.get(p) for p in batch]
         scores = self.rm.forward_ids([c for c, _ in ids] + [r for _, r in ids])  # (2B,): chosen then rejected
-        loss = bt_loss(scores[:b], scores[b:], self.settings.margin, label_smoothing=self.settings.label_smoothing)
+        loss = bt_loss(scores[:b], scores[b:], self.settings.margin)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.rm.model.parameters(), self.settings.grad_clip)
