@@ -19,12 +19,12 @@ scores of two reward-model versions are not on the same scale.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from rlhf.common.paired import paired_standard_error
 from rlhf.ppo_learner.distributed import World, all_reduce_sum
 from rlhf.ppo_learner.prompts import Prompt
 from rlhf.ppo_learner.rollout import Scorer, collect
@@ -105,12 +105,10 @@ def evaluate(
                       prompt_scores=tuple(scores))
 
 
-def paired_standard_error(candidate: EvalResult, published: EvalResult) -> float:
-    """sqrt(sum d_i^2) / n over the per-prompt score differences; 0 when they were not measured on the same prompts."""
+def prompt_score_standard_error(candidate: EvalResult, published: EvalResult) -> float:
+    """Paired standard error of the per-prompt scores; 0 when they were not measured on the same prompts."""
     a, b = candidate.prompt_scores, published.prompt_scores
-    if not a or len(a) != len(b):
-        return 0.0
-    return math.sqrt(sum((x - y) ** 2 for x, y in zip(a, b))) / len(a)
+    return paired_standard_error(a, b) if len(a) == len(b) else 0.0
 
 
 def decide(candidate: EvalResult, published: EvalResult | None, kl_bound: float, tolerance: float,
@@ -121,7 +119,7 @@ def decide(candidate: EvalResult, published: EvalResult | None, kl_bound: float,
     """
     if candidate.kl > kl_bound:
         return GateDecision(False, f"KL {candidate.kl:.2f} above bound {kl_bound:.2f}")
-    slack = tolerance + (z * paired_standard_error(candidate, published) if published is not None else 0.0)
+    slack = tolerance + (z * prompt_score_standard_error(candidate, published) if published is not None else 0.0)
     if published is not None and candidate.score < published.score - slack:
         return GateDecision(
             False, f"score {candidate.score:.4f} below published {published.score:.4f} - {slack:.4f}"

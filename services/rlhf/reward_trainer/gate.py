@@ -15,9 +15,10 @@ Pure functions: no model, no I/O.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from rlhf.common.paired import paired_standard_error
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ def decide(
         return GateDecision(True, "first version" if incumbent is None else "no common held-out pairs",
                             acc, None, len(candidate))
     cand, inc = accuracy(candidate, common), accuracy(incumbent, common)
-    se = math.sqrt(sum((candidate[i] - incumbent[i]) ** 2 for i in common)) / len(common)
+    se = paired_standard_error([candidate[i] for i in common], [incumbent[i] for i in common])
     slack = tolerance + z * se
     if cand + 1e-12 >= inc - slack:
         return GateDecision(True, f"accuracy {cand:.4f} >= {inc:.4f} - {slack:.4f}", cand, inc, len(common))
