@@ -3,8 +3,8 @@
 Each gate measures the two versions on the same items (held-out pairs, evaluation
 prompts), so their difference is judged by the per-item differences d_i, not by two
 independent errors. sqrt(sum d_i^2) / n does not subtract the mean difference first:
-it is a little larger than the textbook paired standard error, so a real regression
-has to be clear before a gate refuses a candidate.
+it is the standard error of the mean difference under the hypothesis each gate tests,
+that the two versions are equally good (mean difference 0).
 """
 from __future__ import annotations
 
