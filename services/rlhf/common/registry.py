@@ -29,10 +29,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import threading
 import time
-import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
@@ -42,7 +40,9 @@ import redis
 import torch
 from prometheus_client import Counter, Histogram
 
+from rlhf.common.hf_dir import read_companion_files, read_hf_weights
 from rlhf.common.logs import log_event
+from rlhf.common.payload_digest import Watermark, streaming_digests
 from rlhf.common.settings import RedisSettings
 from rlhf.common.weights import (
     CorruptVersion,
@@ -74,10 +74,6 @@ FETCH_SECONDS = Histogram("rlhf_weights_fetch_seconds", "Time to fetch and verif
                           buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64))
 PUBLISH_SECONDS = Histogram("rlhf_weights_publish_seconds", "Time to publish one version", ["kind"],
                             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64))
-
-# Files of an HF model directory that hold weights (the payload), not companions.
-_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
-
 
 class VersionNotFound(LookupError):
     """No such committed version (never published, still being written, or pruned)."""
@@ -175,17 +171,12 @@ class WeightStore:
     def publish_hf_dir(self, path: str | Path, **kwargs: Any) -> Manifest:
         """Publish an HF model directory: weights, `config.json` as model_config, every other small file as a companion."""
         path = Path(path)
-        state_dict = _read_hf_weights(path)
+        state_dict = read_hf_weights(path)
         if kwargs.get("model_config") is None and (path / "config.json").exists():
             kwargs["model_config"] = json.loads((path / "config.json").read_text())
         files = dict(kwargs.pop("files", None) or {})
-        limit = self.settings.max_file_mib * 1024 * 1024
-        for f in sorted(path.iterdir()):
-            if not f.is_file() or f.name == "config.json" or f.name in _WEIGHT_FILES or f.suffix in (".safetensors", ".bin"):
-                continue
-            if f.stat().st_size > limit:
-                raise ValueError(f"{f} is larger than RLHF_WEIGHTS_MAX_FILE_MIB={self.settings.max_file_mib}")
-            files.setdefault(f.name, f.read_bytes())
+        for name, data in read_companion_files(path, self.settings.max_file_mib).items():
+            files.setdefault(name, data)
         return self.publish_state_dict(state_dict, files=files, **kwargs)
 
     def _publish_payload(self, encoded: Encoded, model_config, files, metrics, parent_version, extra) -> Manifest:
@@ -199,10 +190,10 @@ class WeightStore:
         # Three things overlap: copying tensors into the payload, hashing it,
         # and sending chunks whose bytes are final (torch copies and hashlib
         # release the GIL; so does the socket).
-        ready = _Watermark()
+        ready = Watermark()
         with ThreadPoolExecutor(2) as pool:
             filling = pool.submit(ready.run, encoded.fill)
-            hashing = pool.submit(_digests, payload, chunk_size, ready)
+            hashing = pool.submit(streaming_digests, payload, chunk_size, ready)
             batch = self.settings.write_batch_chunks
             chunks = list(iter_chunks(payload, chunk_size))
             for first in range(0, count, batch):
@@ -431,47 +422,6 @@ class WeightStore:
         return deleted
 
 
-class _Watermark:
-    """How many leading payload bytes are final, shared by the encoder thread and its readers."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._value = 0
-        self._failed = False
-
-    def advance(self, value: int) -> None:
-        with self._cond:
-            self._value = value
-            self._cond.notify_all()
-
-    def run(self, fill: Callable[[Callable[[int], None]], Any]) -> Any:
-        """Run `fill(progress)`; if it fails, wake the readers so they fail too instead of waiting forever."""
-        try:
-            return fill(self.advance)
-        except BaseException:
-            with self._cond:
-                self._failed = True
-                self._cond.notify_all()
-            raise
-
-    def wait(self, value: int) -> None:
-        with self._cond:
-            self._cond.wait_for(lambda: self._value >= value or self._failed)
-            if self._failed:
-                raise RuntimeError("encoding the state dict failed")
-
-
-def _digests(payload: memoryview, chunk_size: int, ready: _Watermark) -> tuple[str, list[int]]:
-    """sha256 of the payload and crc32 of each chunk, computed as the bytes become final."""
-    whole = hashlib.sha256()
-    per_chunk = []
-    for i, chunk in enumerate(iter_chunks(payload, chunk_size)):
-        ready.wait(i * chunk_size + len(chunk))
-        whole.update(chunk)
-        per_chunk.append(zlib.crc32(chunk))
-    return whole.hexdigest(), per_chunk
-
-
 def _numbers(metrics: Mapping[str, Any] | None) -> dict[str, float]:
     out = {}
     for key, value in (metrics or {}).items():
@@ -491,22 +441,3 @@ def _config_dict(config: Any) -> dict[str, Any]:
     if isinstance(config, Mapping):
         return dict(config)
     raise TypeError(f"cannot turn model config of type {type(config).__name__} into a dict; pass model_config=")
-
-
-def _read_hf_weights(path: Path) -> dict[str, torch.Tensor]:
-    """The tensors of an HF model directory (single or sharded safetensors, or pytorch_model.bin)."""
-    from safetensors.torch import load_file
-
-    if (path / "model.safetensors").exists():
-        return load_file(path / "model.safetensors")
-    for index_name, loader in (("model.safetensors.index.json", load_file),
-                               ("pytorch_model.bin.index.json", lambda p: torch.load(p, map_location="cpu", weights_only=True))):
-        if (path / index_name).exists():
-            shards = sorted(set(json.loads((path / index_name).read_text())["weight_map"].values()))
-            out: dict[str, torch.Tensor] = {}
-            for shard in shards:
-                out.update(loader(path / shard))
-            return out
-    if (path / "pytorch_model.bin").exists():
-        return torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
-    raise FileNotFoundError(f"{path} holds no model.safetensors, sharded index or pytorch_model.bin")
