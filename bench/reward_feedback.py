@@ -95,12 +95,26 @@ def simulate_feedback(
     users: int = 100,
     p_compare: float = 0.35,
     p_comment: float = 0.05,
+    fresh: bool = False,
 ) -> list[events_pb2.FeedbackGiven]:
-    """`n_events` feedback events (thumb abstentions produce none) in arrival order."""
+    """`n_events` feedback events (thumb abstentions produce none) in arrival order.
+
+    With `fresh`, every chat rates answers that no earlier chat rated, as with the default simulated users,
+    who ask the served policy anew each time: an answer is used once (a comparison uses two, a thumb
+    abstention one without an event). `groups` must then hold enough answers (about 1.8 per event);
+    ValueError when they run out. Without it, chats draw from each prompt's answers again and again.
+    """
     rng = random.Random(seed)
     out: list[events_pb2.FeedbackGiven] = []
+    unused = [list(g) for g in groups]
     while len(out) < n_events:
-        group = rng.choice(groups)
+        if fresh:
+            open_groups = [g for g in unused if len(g) >= 2]
+            if not open_groups:
+                raise ValueError(f"every answer was rated after {len(out)} of {n_events} events: sample more per prompt")
+            group = rng.choice(open_groups)
+        else:
+            group = rng.choice(groups)
         user = f"user-{rng.randrange(users)}"
         r = rng.random()
         base = dict(feedback_id=uuid.UUID(int=rng.getrandbits(128)).hex, user_id=user,
@@ -108,6 +122,7 @@ def simulate_feedback(
                     prompt_messages=[chat_pb2.Message(role="user", content=group[0].prompt)])
         if r < p_compare and len({a.answer for a in group}) > 1:
             a, b = rng.sample([x for x in group], 2)
+            _use(group, (a, b), fresh)
             if a.answer == b.answer:
                 continue
             won, lost = (a, b) if choose(a.score, b.score, rng) == 0 else (b, a)
@@ -117,11 +132,13 @@ def simulate_feedback(
                 rejected=events_pb2.RatedAnswer(response_id=uuid.uuid4().hex, answer=lost.answer), **base))
         elif r < p_compare + p_comment:
             a = rng.choice(group)
+            _use(group, (a,), fresh)
             out.append(events_pb2.FeedbackGiven(
                 kind=events_pb2.FEEDBACK_KIND_COMMENT, comment=comment(a.answer, a.scenario, a.score, rng),
                 answer=events_pb2.RatedAnswer(response_id=uuid.uuid4().hex, answer=a.answer), **base))
         else:
             a = rng.choice(group)
+            _use(group, (a,), fresh)
             t = thumb_decision(a.score, rng)
             if t is None:
                 continue
@@ -130,6 +147,13 @@ def simulate_feedback(
                 thumb=chat_pb2.THUMB_UP if t == Thumb.UP else chat_pb2.THUMB_DOWN,
                 answer=events_pb2.RatedAnswer(response_id=uuid.uuid4().hex, answer=a.answer), **base))
     return out
+
+
+def _use(group: list[Rated], answers: tuple[Rated, ...], fresh: bool) -> None:
+    """Take answers out of a prompt's unused pool (fresh feedback only)."""
+    if fresh:
+        for a in answers:
+            group.remove(a)
 
 
 def true_scores(groups: list[list[Rated]]) -> dict[tuple[str, str], float]:

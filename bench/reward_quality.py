@@ -1,8 +1,11 @@
 """How fast the reward model learns what simulated users prefer, from their feedback stream.
 
 The SFT policy answers world prompts; the default simulated users give
-thumbs, comparisons and comments on those answers (bench/reward_feedback.py);
-the events go, in arrival order, through the reward trainer's own learner
+thumbs, comparisons and comments on those answers (bench/reward_feedback.py).
+As with the users of `rlhf up`, each chat gets answers of its own: no two
+events rate the same sampled answer (`--feedback reused` instead draws again
+and again from 4 answers per prompt, the protocol of earlier figures). The
+events go, in arrival order, through the reward trainer's own learner
 (pair building, held-out split, Bradley-Terry steps with replay), in batches
 of `--batch-events` as the service would consume them. Every `--eval-every`
 events the model is measured on
@@ -16,7 +19,9 @@ events the model is measured on
 plus, on the same pairs, the accuracy of the hidden preference itself (the
 ceiling: users' choices between equally good answers are coin flips).
 Reports the events needed to reach 75% and 85% on the evaluation set, and
-the final accuracy split by which hidden style axes tell the pair's answers apart.
+the final accuracy split by which hidden style axes tell the pair's answers apart,
+and the final agreement split by whether the preference needs the request
+(the right procedure, the customer's details) or only the answer (style).
 
   python bench/reward_quality.py --policy .rlhf/sft [--events 2000] [--json]
   (without --policy a tiny SFT policy is trained first, in a few seconds)
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from itertools import combinations
@@ -97,6 +103,41 @@ def preference_agreement(rm: RewardModel, groups) -> float:
     return sum(right) / len(right) if right else 0.0
 
 
+def agreement_by_axis(rm: RewardModel, groups) -> dict[str, dict]:
+    """`preference_agreement` split by what the hidden preference needs the request for.
+
+    - "intent": one answer follows the procedure of the request, the other that of another request;
+    - "details": both address the request alike and differ in using the customer's own name and
+      order or product (or only in length);
+    - "style": the rest (politeness, closings, rambling, refusals, garbled text), read off the answer alone.
+    The first two need the answer checked against the request; a model that reads answers well but
+    not requests stays high on "style" only.
+    """
+    from rlhf.world.classify import classify
+
+    answers = list({(a.prompt, a.answer): a for g in groups for a in g}.values())
+    index = {(a.prompt, a.answer): i for i, a in enumerate(answers)}
+    scores = rm.score([Side((("user", a.prompt),), a.answer) for a in answers])  # (N,)
+    right: dict[str, list[float]] = {"intent": [], "details": [], "style": []}
+    for g in groups:
+        distinct = list({a.answer: a for a in g}.values())
+        for x, y in combinations(distinct, 2):
+            if x.score == y.score:
+                continue
+            rx, ry = classify(x.answer, x.scenario), classify(y.answer, y.scenario)
+            proper = all(r.well_formed and not r.refusal for r in (rx, ry))
+            if proper and rx.correct != ry.correct:
+                axis = "intent"
+            elif rx.personal != ry.personal or (rx.polite, rx.concise, rx.closing, rx.correct) == (ry.polite, ry.concise, ry.closing, ry.correct):
+                axis = "details"
+            else:
+                axis = "style"
+            better, worse = (x, y) if x.score > y.score else (y, x)
+            d = scores[index[(better.prompt, better.answer)]] - scores[index[(worse.prompt, worse.answer)]]
+            right[axis].append(1.0 if d > 0 else 0.5 if d == 0 else 0.0)
+    return {k: {"n": len(v), "agreement": round(sum(v) / len(v), 3) if v else None} for k, v in right.items()}
+
+
 def eval_pairs(events, settings: PairSettings) -> list[Pair]:
     builder = PairBuilder(settings.model_copy(update={"heldout_fraction": 0.0}))
     return [p for e in events for p in builder.add(e) if p.kind not in ("anchor", "context")]  # answer-against-answer only
@@ -116,13 +157,20 @@ def run(args: argparse.Namespace) -> dict:
         policy = str(make_tiny_policy(Path(args.workdir) / "tiny-policy"))
     t0 = time.perf_counter()
     prompts = world_prompts(args.prompts + args.eval_prompts, seed=args.seed)
-    if args.answers == "policy":
-        groups = cached_rated_answers(policy, prompts, per_prompt=args.answers_per_prompt, seed=args.seed)
-    else:
-        groups = world_answers(prompts, per_prompt=args.answers_per_prompt, seed=args.seed)
+
+    def answers(for_prompts: list[dict], per_prompt: int) -> list[list]:
+        if args.answers == "policy":
+            return cached_rated_answers(policy, for_prompts, per_prompt=per_prompt, seed=args.seed)
+        return world_answers(for_prompts, per_prompt=per_prompt, seed=args.seed)
+
+    groups = answers(prompts, args.answers_per_prompt)
     train_groups, eval_groups = groups[: args.prompts], groups[args.prompts :]
+    if args.feedback == "fresh":
+        # A chat uses about 1.35 answers and 0.75 of them bring an event; the margin keeps popular prompts supplied.
+        train_groups = answers(prompts[: args.prompts], math.ceil(2.4 * args.events / args.prompts))
+        groups = train_groups + eval_groups
     scores = true_scores(groups)
-    stream = simulate_feedback(train_groups, args.events, seed=args.seed)
+    stream = simulate_feedback(train_groups, args.events, seed=args.seed, fresh=args.feedback == "fresh")
     eval_events = simulate_feedback(eval_groups, args.eval_events, seed=args.seed + 1)
     sample_s = time.perf_counter() - t0
 
@@ -156,11 +204,14 @@ def run(args: argparse.Namespace) -> dict:
             print(json.dumps(point), file=sys.stderr, flush=True)
     final_eval, final_held = curve[-1]["eval_accuracy"], curve[-1]["heldout_accuracy"]
     by_feature = accuracy_by_feature(eval_set, ev.outcomes, eval_groups)  # ev: the final point of the curve
+    by_axis = agreement_by_axis(rm, eval_groups)
     answers = [a for g in groups for a in g]
     return {
         "policy": policy,
         "backbone": backbone,
         "answers": args.answers,
+        "feedback": args.feedback,
+        "train_answers": sum(len(g) for g in train_groups),
         "events": len(stream),
         "eval_pairs": len(eval_set),
         "eval_accuracy": final_eval,
@@ -182,6 +233,7 @@ def run(args: argparse.Namespace) -> dict:
         "train_seconds": round(train_s, 1),
         "curve": curve,
         "eval_accuracy_by_feature": by_feature,
+        "preference_agreement_by_axis": by_axis,
         "settings": json.loads(args.settings),
     }
 
@@ -208,6 +260,8 @@ def table(r: dict) -> str:
     lines = [f"reward-model quality, policy {r['policy']}, backbone {r['backbone']}"] + [f"  {k:<{w}}  {v}" for k, v in rows]
     lines.append("  curve (events: eval / held-out accuracy): " + ", ".join(
         f"{p['events']}: {p['eval_accuracy']:.2f}/{p['heldout_accuracy']:.2f}" for p in r["curve"]))
+    lines.append("  agreement with the hidden preference by what it needs: " + ", ".join(
+        f"{k} {v['agreement']} (n={v['n']})" for k, v in r["preference_agreement_by_axis"].items()))
     lines.append("  eval accuracy by what tells the answers apart (n >= 10): " + ", ".join(
         f"{k} {v['accuracy']:.2f} (n={v['n']})" for k, v in r["eval_accuracy_by_feature"].items() if v["n"] >= 10))
     return "\n".join(lines)
@@ -224,7 +278,12 @@ def main() -> int:
     p.add_argument("--eval-events", type=int, default=800, help="feedback events behind the independent eval set")
     p.add_argument("--prompts", type=int, default=300, help="prompts of the feedback stream")
     p.add_argument("--eval-prompts", type=int, default=100, help="other prompts, for the independent eval set")
-    p.add_argument("--answers-per-prompt", type=int, default=4)
+    p.add_argument("--answers-per-prompt", type=int, default=4,
+                   help="answers per prompt of the eval set, and of the feedback stream with --feedback reused")
+    p.add_argument("--feedback", choices=["fresh", "reused"], default="fresh",
+                   help="fresh (default): every chat of the stream rates answers no other chat rated, as the default "
+                        "simulated users do (they ask the served policy anew each time); reused: chats draw again and "
+                        "again from --answers-per-prompt answers per prompt (each rated about twice in 2,000 events)")
     p.add_argument("--answers", choices=["policy", "world"], default="policy",
                    help="rate the policy's samples (default) or world-composed answers with the demonstrations' style mix")
     p.add_argument("--batch-events", type=int, default=50, help="events per consumed batch")
