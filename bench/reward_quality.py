@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reward_feedback import cached_rated_answers, simulate_feedback, true_scores, world_answers, world_prompts  # noqa: E402
+from reward_feedback import Rated, cached_rated_answers, simulate_feedback, true_scores, world_answers, world_prompts  # noqa: E402
 
 from rlhf.common.events import wrap  # noqa: E402
 from rlhf.models.rated import Side  # noqa: E402
@@ -87,23 +87,32 @@ def accuracy_by_feature(pairs: list[Pair], outcomes: dict[str, float], groups) -
             for k, v in sorted(by.items(), key=lambda kv: -len(kv[1]))}
 
 
-def preference_agreement(rm: RewardModel, groups) -> float:
-    """Share of answer pairs (same prompt, different hidden scores) the model orders as the hidden preference does."""
+def preference_orderings(rm: RewardModel, groups) -> list[tuple[Rated, Rated, float]]:
+    """(better, worse, right) for every two answers to the same prompt whose hidden scores differ.
+
+    `right` is 1 when the model orders them as the hidden preference does, 0.5 on a tie, else 0. One
+    scoring pass gives both the agreement and its split by axis.
+    """
     answers = list({(a.prompt, a.answer): a for g in groups for a in g}.values())
     index = {(a.prompt, a.answer): i for i, a in enumerate(answers)}
     scores = rm.score([Side((("user", a.prompt),), a.answer) for a in answers])  # (N,)
-    right = []
+    out = []
     for g in groups:
         distinct = list({a.answer: a for a in g}.values())
         for x, y in combinations(distinct, 2):
             if x.score != y.score:
                 better, worse = (x, y) if x.score > y.score else (y, x)
                 d = scores[index[(better.prompt, better.answer)]] - scores[index[(worse.prompt, worse.answer)]]
-                right.append(1.0 if d > 0 else 0.5 if d == 0 else 0.0)
-    return sum(right) / len(right) if right else 0.0
+                out.append((better, worse, 1.0 if d > 0 else 0.5 if d == 0 else 0.0))
+    return out
 
 
-def agreement_by_axis(rm: RewardModel, groups) -> dict[str, dict]:
+def preference_agreement(orderings: list[tuple[Rated, Rated, float]]) -> float:
+    """Share of answer pairs (same prompt, different hidden scores) the model orders as the hidden preference does."""
+    return sum(r for _, _, r in orderings) / len(orderings) if orderings else 0.0
+
+
+def agreement_by_axis(orderings: list[tuple[Rated, Rated, float]]) -> dict[str, dict]:
     """`preference_agreement` split by what the hidden preference needs the request for.
 
     - "intent": one answer follows the procedure of the request, the other that of another request;
@@ -115,26 +124,17 @@ def agreement_by_axis(rm: RewardModel, groups) -> dict[str, dict]:
     """
     from rlhf.world.classify import classify
 
-    answers = list({(a.prompt, a.answer): a for g in groups for a in g}.values())
-    index = {(a.prompt, a.answer): i for i, a in enumerate(answers)}
-    scores = rm.score([Side((("user", a.prompt),), a.answer) for a in answers])  # (N,)
     right: dict[str, list[float]] = {"intent": [], "details": [], "style": []}
-    for g in groups:
-        distinct = list({a.answer: a for a in g}.values())
-        for x, y in combinations(distinct, 2):
-            if x.score == y.score:
-                continue
-            rx, ry = classify(x.answer, x.scenario), classify(y.answer, y.scenario)
-            proper = all(r.well_formed and not r.refusal for r in (rx, ry))
-            if proper and rx.correct != ry.correct:
-                axis = "intent"
-            elif rx.personal != ry.personal or (rx.polite, rx.concise, rx.closing, rx.correct) == (ry.polite, ry.concise, ry.closing, ry.correct):
-                axis = "details"
-            else:
-                axis = "style"
-            better, worse = (x, y) if x.score > y.score else (y, x)
-            d = scores[index[(better.prompt, better.answer)]] - scores[index[(worse.prompt, worse.answer)]]
-            right[axis].append(1.0 if d > 0 else 0.5 if d == 0 else 0.0)
+    for x, y, r in orderings:
+        rx, ry = classify(x.answer, x.scenario), classify(y.answer, y.scenario)
+        proper = all(c.well_formed and not c.refusal for c in (rx, ry))
+        if proper and rx.correct != ry.correct:
+            axis = "intent"
+        elif rx.personal != ry.personal or (rx.polite, rx.concise, rx.closing, rx.correct) == (ry.polite, ry.concise, ry.closing, ry.correct):
+            axis = "details"
+        else:
+            axis = "style"
+        right[axis].append(r)
     return {k: {"n": len(v), "agreement": round(sum(v) / len(v), 3) if v else None} for k, v in right.items()}
 
 
@@ -194,8 +194,9 @@ def run(args: argparse.Namespace) -> dict:
         if seen % args.eval_every == 0 or seen == len(stream):
             ev = evaluate(rm, eval_set)
             hv = learner.trainer.evaluate()
+            orderings = preference_orderings(rm, eval_groups)
             point = {"events": seen, "eval_accuracy": round(ev.accuracy, 4), "heldout_accuracy": round(hv.accuracy, 4),
-                     "preference_agreement": round(preference_agreement(rm, eval_groups), 4),
+                     "preference_agreement": round(preference_agreement(orderings), 4),
                      "heldout_pairs": hv.n, "heldout_ece": round(hv.ece, 4), "pairs_trained": learner.trainer.pairs_trained,
                      "steps": learner.trainer.steps}
             curve.append(point)
@@ -205,7 +206,7 @@ def run(args: argparse.Namespace) -> dict:
             print(json.dumps(point), file=sys.stderr, flush=True)
     final_eval, final_held = curve[-1]["eval_accuracy"], curve[-1]["heldout_accuracy"]
     by_feature = accuracy_by_feature(eval_set, ev.outcomes, eval_groups)  # ev: the final point of the curve
-    by_axis = agreement_by_axis(rm, eval_groups)
+    by_axis = agreement_by_axis(orderings)  # orderings: the final point's too
     answers = [a for g in groups for a in g]
     return {
         "policy": policy,
