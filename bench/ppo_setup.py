@@ -56,6 +56,8 @@ def reward_model(policy: str, out: Path, events: int = 2000, prompts: int = 300,
     groups = rated_answers(policy, world_prompts(prompts, seed=RM_SEED), per_prompt=4, seed=RM_SEED)
     stream = simulate_feedback(groups, events, seed=RM_SEED)
     settings = RewardTrainerSettings(base_model=policy)
+    # Without the relevance prior: TRL's PPO loads the reward model as a plain sequence classifier,
+    # and both learners must optimize the same reward.
     rm = RewardModel.from_pretrained(policy, settings.max_length, settings.seed)
     learner = RewardLearner(settings, rm)
     batch = 50

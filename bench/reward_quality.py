@@ -180,7 +180,7 @@ def run(args: argparse.Namespace) -> dict:
     # The eval set is built the default way whatever --settings says, so settings that change pairing
     # (e.g. thumb_similarity) are measured on the same pairs.
     eval_set = eval_pairs(eval_events, PairSettings.model_construct())
-    rm = RewardModel.from_pretrained(backbone, settings.max_length, settings.seed)
+    rm = RewardModel.from_pretrained(backbone, settings.max_length, settings.seed, settings.relevance_encoder)
     learner = RewardLearner(settings, rm)
     curve, reached = [], {}
     t0 = time.perf_counter()

@@ -54,6 +54,8 @@ def make_pairs(args: argparse.Namespace, policy: str):
 
 
 def run_ours(backbone: str, train, heldout, args: argparse.Namespace) -> dict:
+    # Without the relevance prior (RLHF_REWARD_RELEVANCE_ENCODER): TRL has nothing like it, and this
+    # compares the two trainers on the same model.
     rm = RewardModel.from_pretrained(backbone, args.max_length, seed=args.seed)
     trainer = BTTrainer(rm, TrainSettings(batch_size=args.batch, lr=args.lr, max_length=args.max_length,
                                           replay_fraction=args.replay_fraction, seed=args.seed))

@@ -23,6 +23,6 @@ fi
 CONSTRAINTS=$(mktemp)
 echo "torch==2.13.0" > "$CONSTRAINTS"
 $PY -m pip install -q --disable-pip-version-check "torch==2.13.0"
-$PY -m pip install -q --disable-pip-version-check -c "$CONSTRAINTS" -e ".[test,minilm,deploy-test]"
+$PY -m pip install -q --disable-pip-version-check -c "$CONSTRAINTS" -e ".[test,deploy-test]"
 rm -f "$CONSTRAINTS"
 $PY -c "import torch, rlhf.v1.chat_pb2; print('[install] ok: torch', torch.__version__)"

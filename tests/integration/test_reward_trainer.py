@@ -28,6 +28,8 @@ from rlhf.common.kafka_client import ensure_topics, read_topic
 from rlhf.common.procs import free_port, spawn, terminate
 from rlhf.common.registry import WeightStore
 from rlhf.common.settings import KafkaSettings, RedisSettings
+from rlhf.models.rated import Side
+from rlhf.models.relevance import RelevancePrior
 from rlhf.reward_trainer.checkpoint import CheckpointStore
 from rlhf.v1 import chat_pb2, events_pb2
 
@@ -173,6 +175,8 @@ def test_feedback_in_version_out_survives_kill_9(stack, unique_topic, redis_pref
     assert manifest.metrics["accuracy"] >= 0.8, manifest.metrics
     assert set(manifest.extra["feedback_offsets"]) <= {f"{feedback_topic}:0", f"{feedback_topic}:1"}
     assert manifest.model_config["architectures"] == ["GPT2ForSequenceClassification"]
+    # The relevance prior (default: MiniLM) travels with the version; its weight is in the manifest.
+    assert "relevance_weight" in manifest.metrics, manifest.metrics
 
     # Operators can score answers with the published version.
     monkeypatch.setenv("REDIS_URL", stack.redis_url)
@@ -185,3 +189,7 @@ def test_feedback_in_version_out_survives_kill_9(stack, unique_topic, redis_pref
     assert scored["version"] == manifest.version
     good, bad = (r["score"] for r in scored["scores"])
     assert good > bad
+    # ... and see the prior's part of each score: the version's learnt weight times MiniLM's cos(request, answer)
+    cos = RelevancePrior("minilm").features([Side((("user", r["prompt"]),), r["answer"]) for r in scored["scores"]])
+    for r, c in zip(scored["scores"], cos):
+        assert r["relevance"] == pytest.approx(manifest.metrics["relevance_weight"] * c, abs=1e-4)

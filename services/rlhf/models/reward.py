@@ -13,16 +13,23 @@ A pair side is rendered as the conversation the policy saw plus its answer,
 with the tokenizer's chat template when it has one (the model then reads the
 same layout it was fine-tuned on), else as "role: content" lines. Long texts
 are truncated from the left: the answer at the end carries the signal.
+
+A reward model may carry a relevance prior (relevance.py): a learnt weight
+times a frozen sentence encoder's cos(request, answer), added to the score.
+Each side is encoded once (`encode`: token ids and that cosine), since the
+trainer scores held-out and replayed pairs many times.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from rlhf.models.rated import Side
+from rlhf.models.relevance import RelevancePrior
 
 
 def load_backbone(path: str | Path, seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -45,21 +52,50 @@ def load_backbone(path: str | Path, seed: int = 0) -> tuple[PreTrainedModel, Pre
     return model, tokenizer
 
 
+@dataclass(frozen=True)
+class EncodedSide:
+    """A side ready for the model: its token ids (T,) and its relevance feature (0.0 without a prior)."""
+
+    ids: torch.Tensor
+    relevance: float = 0.0
+
+
 class RewardModel:
     """Scores (prompt, answer) texts: higher means users prefer it more."""
 
-    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, max_length: int = 256) -> None:
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, max_length: int = 256,
+                 relevance: RelevancePrior | None = None) -> None:
         self.model = model
         self.tokenizer = tokenizer
+        self.relevance = relevance
         # Never more tokens than the backbone has positions for (GPT-2: n_positions).
         positions = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
         self.max_length = min(max_length, positions) if positions else max_length
         self._has_template = bool(getattr(tokenizer, "chat_template", None))
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, max_length: int = 256, seed: int = 0) -> RewardModel:
+    def from_pretrained(cls, path: str | Path, max_length: int = 256, seed: int = 0,
+                        relevance_encoder: str = "") -> RewardModel:
+        """A saved reward model (with its relevance prior, if it has one) or a backbone with a fresh head.
+
+        `relevance_encoder` (`minilm` or a directory) adds a fresh relevance prior, of weight 0, to a
+        directory that has none; one saved with the model always wins, so a checkpoint keeps its weight.
+        """
         model, tokenizer = load_backbone(path, seed)
-        return cls(model, tokenizer, max_length)
+        relevance = RelevancePrior.load(Path(path))
+        if relevance is None and relevance_encoder:
+            relevance = RelevancePrior(relevance_encoder)
+        return cls(model, tokenizer, max_length, relevance)
+
+    def trainable_parameters(self) -> Iterator[torch.nn.Parameter]:
+        """The backbone's and its head's parameters that train (the relevance weight has its own, `relevance`)."""
+        return (p for p in self.model.parameters() if p.requires_grad)
+
+    def to(self, device: torch.device | str) -> RewardModel:
+        self.model.to(device)
+        if self.relevance is not None:
+            self.relevance.to_device(device)
+        return self
 
     def render(self, side: Side) -> str:
         """The text the model scores: conversation + answer."""
@@ -73,7 +109,7 @@ class RewardModel:
         return "\n".join(lines)
 
     def tokenize(self, sides: Sequence[Side]) -> list[torch.Tensor]:
-        """Token ids (T_i,) of each side, cut from the left to `max_length`. Done once per pair, then cached."""
+        """Token ids (T_i,) of each side, cut from the left to `max_length`."""
         enc = self.tokenizer(
             [self.render(s) for s in sides],
             truncation=True,
@@ -81,6 +117,12 @@ class RewardModel:
             add_special_tokens=not self._has_template,  # a chat template already places its own
         )
         return [torch.tensor(ids, dtype=torch.long) for ids in enc["input_ids"]]
+
+    def encode(self, sides: Sequence[Side]) -> list[EncodedSide]:
+        """What `forward_encoded` needs of each side. Done once per pair, then cached."""
+        ids = self.tokenize(sides)
+        features = self.relevance.features(sides) if self.relevance is not None else [0.0] * len(ids)
+        return [EncodedSide(t, f) for t, f in zip(ids, features)]
 
     def collate(self, ids: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
         """Right-padded batch: input_ids and attention_mask (B, T_max)."""
@@ -91,34 +133,38 @@ class RewardModel:
         return {"input_ids": input_ids, "attention_mask": mask}
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Scores of an encoded batch: (B,)."""
+        """The backbone's scores of an encoded batch: (B,)."""
         device = self.model.device  # a no-op on CPU; the batch follows a model moved to a GPU
         out = self.model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
         return out.logits[:, 0]  # (B, 1) -> (B,)
 
-    def forward_ids(self, ids: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Scores (B,) of tokenized sides, with gradients if the caller is in grad mode."""
-        return self.forward(self.collate(ids))
+    def forward_encoded(self, sides: Sequence[EncodedSide]) -> torch.Tensor:
+        """Scores (B,) of encoded sides, with gradients if the caller is in grad mode."""
+        scores = self.forward(self.collate([s.ids for s in sides]))  # (B,)
+        if self.relevance is None:
+            return scores
+        features = torch.tensor([s.relevance for s in sides], dtype=scores.dtype, device=scores.device)  # (B,)
+        return scores + self.relevance(features)
 
     def score_sides(self, sides: Sequence[Side]) -> torch.Tensor:
         """Scores (B,) of pair sides, with gradients if the caller is in grad mode."""
-        return self.forward_ids(self.tokenize(sides))
+        return self.forward_encoded(self.encode(sides))
 
     def score(self, sides: Sequence[Side], batch_size: int = 32) -> torch.Tensor:
         """Scores (N,) for inspection and evaluation: eval mode, no gradients, in chunks."""
-        return self.score_ids(self.tokenize(sides), batch_size)
+        return self.score_encoded(self.encode(sides), batch_size)
 
     @torch.no_grad()
-    def score_ids(self, ids: Sequence[torch.Tensor], batch_size: int = 32) -> torch.Tensor:
-        """Like `score`, for sides already tokenized. Sorted by length so chunks carry little padding."""
+    def score_encoded(self, sides: Sequence[EncodedSide], batch_size: int = 32) -> torch.Tensor:
+        """Like `score`, for sides already encoded. Sorted by length so chunks carry little padding."""
         was_training = self.model.training
         self.model.eval()
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        out = torch.zeros(len(ids))
+        order = sorted(range(len(sides)), key=lambda i: len(sides[i].ids))
+        out = torch.zeros(len(sides))
         try:
             for start in range(0, len(order), batch_size):
                 chunk = order[start : start + batch_size]
-                out[chunk] = self.forward_ids([ids[i] for i in chunk]).float().cpu()
+                out[chunk] = self.forward_encoded([sides[i] for i in chunk]).float().cpu()
         finally:
             self.model.train(was_training)
         return out
@@ -129,4 +175,6 @@ class RewardModel:
         out.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(out)
         self.tokenizer.save_pretrained(out)
+        if self.relevance is not None:
+            self.relevance.save(out)
         return out

@@ -200,8 +200,7 @@ class RewardModelScorer:
         cls, path: str | Path, version: int = 0, shift: float = 0.0, scale: float = 1.0,
         device: torch.device | str = "cpu",
     ) -> RewardModelScorer:
-        reward_model = RewardModel.from_pretrained(path)
-        reward_model.model.to(device)
+        reward_model = RewardModel.from_pretrained(path).to(device)
         return cls(reward_model, version, shift, scale)
 
     @torch.inference_mode()

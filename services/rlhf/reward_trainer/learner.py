@@ -8,6 +8,7 @@ it exactly.
 """
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -24,6 +25,8 @@ from rlhf.reward_trainer.pairs import Pair, PairBuilder
 from rlhf.reward_trainer.settings import RewardTrainerSettings
 from rlhf.reward_trainer.trainer import BTTrainer, HeldoutEval
 from rlhf.v1 import events_pb2
+
+log = logging.getLogger(__name__)
 
 KIND_NAMES = {
     events_pb2.FEEDBACK_KIND_THUMB: "thumb",
@@ -148,6 +151,7 @@ class RewardLearner:
         self.published = Published(version, ev.accuracy, dict(ev.outcomes), at_unix)
 
     def manifest_metrics(self, ev: HeldoutEval) -> dict[str, float]:
+        relevance = {"relevance_weight": self.rm.relevance.weight.item()} if self.rm.relevance is not None else {}
         return {
             "accuracy": ev.accuracy,
             "heldout_pairs": ev.n,
@@ -159,6 +163,7 @@ class RewardLearner:
             "train_steps": self.trainer.steps,
             "feedback_consumed": sum(self.consumed.values()),
             "feedback_offsets_covered": sum(self.offsets.values()),
+            **relevance,
         }
 
     def manifest_extra(self) -> dict[str, Any]:
@@ -206,11 +211,15 @@ class RewardLearner:
         """From the latest checkpoint plus its journal, or fresh from `base_model`; returns (learner, events replayed)."""
         loaded = store.load()
         base: str | Path = loaded.model_dir if loaded else settings.base_model
-        rm = RewardModel.from_pretrained(base, settings.max_length, settings.seed)
+        rm = RewardModel.from_pretrained(base, settings.max_length, settings.seed, settings.relevance_encoder)
         learner = cls(settings, rm)
         if loaded:
             learner.load_state_dict(loaded.state)
-            learner.trainer.optimizer.load_state_dict(loaded.optimizer)
+            if len(loaded.optimizer["param_groups"]) == len(learner.trainer.optimizer.param_groups):
+                learner.trainer.optimizer.load_state_dict(loaded.optimizer)
+            else:  # a checkpoint from before the relevance prior: its moments do not fit the new parameter groups
+                log.warning("optimizer state not restored: the checkpoint has %d parameter groups, the model %d",
+                            len(loaded.optimizer["param_groups"]), len(learner.trainer.optimizer.param_groups))
             # A checkpoint from before the audit log kept the ids in its state: they go to the log
             # with the next checkpoint.
             learner.trainer.newly_trained_ids = list(loaded.state["trainer"].get("trained_feedback_ids", []))

@@ -19,6 +19,9 @@ THUMBS_WAITING = Gauge("rlhf_reward_thumbs_waiting", "Thumbs waiting for an oppo
 LOSS = Gauge("rlhf_reward_loss", "Bradley-Terry loss of the last training step.")
 TRAIN_STEPS = Counter("rlhf_reward_train_steps_total", "Optimizer steps.")
 HELDOUT_ACCURACY = Gauge("rlhf_reward_heldout_accuracy", "Pairwise accuracy on held-out feedback at the last evaluation.")
+RELEVANCE_WEIGHT = Gauge(
+    "rlhf_reward_relevance_weight", "Learnt weight of the relevance prior (cos(request, answer)) in the score; 0 without one."
+)
 HELDOUT_ECE = Gauge("rlhf_reward_heldout_calibration_error", "Expected calibration error on held-out feedback.")
 PUBLISHED = Counter("rlhf_reward_published_versions_total", "Reward-model versions published.")
 PUBLISH_FAILED = Counter("rlhf_reward_publish_failed_total", "Publishes that failed (weight store unreachable); retried.")

@@ -8,7 +8,8 @@ The version comes from the weight store in Redis (`REDIS_URL`; the current
 one unless `--version`), verified by its checksum like any reader does; or
 from a local model directory. `--jsonl` reads lines `{"prompt": str,
 "answer": str}` (or `"messages"` ending with the user's turn instead of
-`"prompt"`). Prints a table, or one JSON object with `--json`.
+`"prompt"`). Prints a table, or one JSON object with `--json`. A model with a
+relevance prior also shows its part of each score (weight * cos(request, answer)).
 """
 from __future__ import annotations
 
@@ -55,7 +56,8 @@ def _sides(args: argparse.Namespace) -> list[Side]:
     return sides
 
 
-def _score(model_dir: str | Path, sides: list[Side], max_length: int) -> list[float]:
+def _score(model_dir: str | Path, sides: list[Side], max_length: int) -> tuple[list[float], list[float] | None]:
+    """Scores, and the relevance prior's part of each (None when the model has no prior)."""
     from transformers.utils import logging as hf_logging
 
     from rlhf.models.reward import RewardModel  # torch import only once arguments are valid
@@ -63,7 +65,9 @@ def _score(model_dir: str | Path, sides: list[Side], max_length: int) -> list[fl
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     rm = RewardModel.from_pretrained(model_dir, max_length)
-    return rm.score(sides).tolist()
+    encoded = rm.encode(sides)
+    relevance = None if rm.relevance is None else [rm.relevance.weight.item() * e.relevance for e in encoded]
+    return rm.score_encoded(encoded).tolist(), relevance
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,7 +81,11 @@ def run(args: argparse.Namespace) -> int:
         if not (Path(args.model_dir) / "config.json").exists():
             print(f"rlhf rm-score: {args.model_dir} is not a model directory (no config.json)", file=sys.stderr)
             return 2
-        scores = _score(args.model_dir, sides, args.max_length)
+        try:
+            scores, relevance = _score(args.model_dir, sides, args.max_length)
+        except (ValueError, OSError) as exc:  # e.g. its relevance encoder is missing or another one
+            print(f"rlhf rm-score: {exc}", file=sys.stderr)
+            return 1
     else:
         import redis
 
@@ -88,18 +96,26 @@ def run(args: argparse.Namespace) -> int:
             with tempfile.TemporaryDirectory(prefix="rlhf-rm-score-") as tmp:
                 manifest = store.fetch_to_hf_dir(tmp, args.version)
                 version, metrics = manifest.version, manifest.metrics
-                scores = _score(tmp, sides, args.max_length)
-        except (SettingsError, VersionNotFound, redis.RedisError) as exc:
+                scores, relevance = _score(tmp, sides, args.max_length)
+        except (SettingsError, VersionNotFound, redis.RedisError, ValueError, OSError) as exc:
             print(f"rlhf rm-score: {exc}", file=sys.stderr)
             return 1
     rows = [{"prompt": s.prompt[-1][1], "answer": s.answer, "score": round(sc, 6)} for s, sc in zip(sides, scores)]
+    if relevance is not None:
+        for r, part in zip(rows, relevance):
+            r["relevance"] = round(part, 6)
     if args.json:
         print(json.dumps({"version": version, "model_dir": args.model_dir, "heldout_accuracy": metrics.get("accuracy"),
                           "scores": rows}))
         return 0
     source = f"version {version} (held-out accuracy {metrics.get('accuracy', float('nan')):.3f})" if version else args.model_dir
     print(f"reward model: {source}")
-    print(f"{'score':>9}  answer")
-    for r in rows:
-        print(f"{r['score']:>9.4f}  {r['answer'][:100]}")
+    if relevance is None:
+        print(f"{'score':>9}  answer")
+        for r in rows:
+            print(f"{r['score']:>9.4f}  {r['answer'][:100]}")
+    else:
+        print(f"{'score':>9}  {'of which relevance':>18}  answer")
+        for r in rows:
+            print(f"{r['score']:>9.4f}  {r['relevance']:>18.4f}  {r['answer'][:100]}")
     return 0

@@ -163,6 +163,8 @@ class RewardTrainerService:
             decision, ev = self.learner.gate()
             m.HELDOUT_ACCURACY.set(ev.accuracy)
             m.HELDOUT_ECE.set(ev.ece)
+            if self.learner.rm.relevance is not None:
+                m.RELEVANCE_WEIGHT.set(self.learner.rm.relevance.weight.item())
             if not decision.publish:
                 m.GATE_REJECTED.inc()
                 log_event(log, "candidate not published", reason=decision.reason, **ev.as_dict())

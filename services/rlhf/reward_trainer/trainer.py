@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from rlhf.models.optim import adamw
-from rlhf.models.reward import RewardModel
+from rlhf.models.reward import EncodedSide, RewardModel
 from rlhf.reward_trainer.pairs import Pair
 from rlhf.reward_trainer.settings import TrainSettings
 
@@ -87,8 +87,8 @@ def evaluate(
     if not pairs:
         return HeldoutEval(0, 0.0, 0.0, 0.0, 0.0, 0.0)
     tokens = tokens or TokenCache(rm)
-    ids = [t for p in pairs for t in tokens.get(p)]  # chosen, rejected, chosen, ...
-    scores = rm.score_ids(ids, batch_size)  # (2N,)
+    sides = [t for p in pairs for t in tokens.get(p)]  # chosen, rejected, chosen, ...
+    scores = rm.score_encoded(sides, batch_size)  # (2N,)
     r_c, r_r = scores[0::2], scores[1::2]  # (N,), (N,)
     diff = r_c - r_r
     right = (diff > 0).float() + 0.5 * (diff == 0).float()  # (N,)
@@ -105,20 +105,20 @@ def evaluate(
 
 
 class TokenCache:
-    """Token ids of pairs' sides, computed once: replayed and held-out pairs are scored many times."""
+    """Encoded pair sides (token ids, relevance feature), computed once: replayed and held-out pairs are scored many times."""
 
     def __init__(self, rm: RewardModel) -> None:
         self.rm = rm
-        self._ids: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._ids: dict[str, tuple[EncodedSide, EncodedSide]] = {}
 
     def fill(self, pairs: Sequence[Pair]) -> None:
         todo = [p for p in pairs if p.pair_id not in self._ids]
         if todo:
-            ids = self.rm.tokenize([s for p in todo for s in (p.chosen, p.rejected)])
+            sides = self.rm.encode([s for p in todo for s in (p.chosen, p.rejected)])
             for k, p in enumerate(todo):
-                self._ids[p.pair_id] = (ids[2 * k], ids[2 * k + 1])
+                self._ids[p.pair_id] = (sides[2 * k], sides[2 * k + 1])
 
-    def get(self, pair: Pair) -> tuple[torch.Tensor, torch.Tensor]:
+    def get(self, pair: Pair) -> tuple[EncodedSide, EncodedSide]:
         if pair.pair_id not in self._ids:
             self.fill([pair])
         return self._ids[pair.pair_id]
@@ -173,9 +173,11 @@ class BTTrainer:
     def __init__(self, rm: RewardModel, settings: TrainSettings) -> None:
         self.rm = rm
         self.settings = settings
-        self.optimizer = adamw(
-            [p for p in rm.model.parameters() if p.requires_grad], lr=settings.lr, weight_decay=settings.weight_decay
-        )
+        groups: list[dict[str, Any]] = [{"params": list(rm.trainable_parameters())}]
+        if rm.relevance is not None:
+            # One scalar: it needs a far larger step than the backbone's weights to matter within a few hundred steps.
+            groups.append({"params": [rm.relevance.weight], "lr": settings.relevance_lr, "weight_decay": 0.0})
+        self.optimizer = adamw(groups, lr=settings.lr, weight_decay=settings.weight_decay)
         self.rng = random.Random(settings.seed)
         self.fresh: deque[Pair] = deque()
         self.buffer = ReplayBuffer(settings.replay_capacity)
@@ -232,12 +234,12 @@ class BTTrainer:
     def train_on(self, batch: Sequence[Pair]) -> float:
         """Forward chosen and rejected in one padded batch (one pass over the weights), BT loss, step."""
         b = len(batch)
-        ids = [self.tokens.get(p) for p in batch]
-        scores = self.rm.forward_ids([c for c, _ in ids] + [r for _, r in ids])  # (2B,): chosen then rejected
+        sides = [self.tokens.get(p) for p in batch]
+        scores = self.rm.forward_encoded([c for c, _ in sides] + [r for _, r in sides])  # (2B,): chosen then rejected
         loss = bt_loss(scores[:b], scores[b:], self.settings.margin)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.rm.model.parameters(), self.settings.grad_clip)
+        torch.nn.utils.clip_grad_norm_(list(self.rm.trainable_parameters()), self.settings.grad_clip)
         self.optimizer.step()
         self.steps += 1
         self.examples_seen += len(batch)
