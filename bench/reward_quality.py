@@ -24,6 +24,7 @@ and the final agreement split by whether the preference needs the request
 (the right procedure, the customer's details) or only the answer (style).
 
   python bench/reward_quality.py --policy .rlhf/sft [--events 2000] [--json]
+  python bench/reward_quality.py --policy .rlhf/sft --settings '{"relevance_encoder": ""}'   # without the relevance prior
   (without --policy a tiny SFT policy is trained first, in a few seconds)
 """
 from __future__ import annotations
@@ -228,6 +229,7 @@ def run(args: argparse.Namespace) -> dict:
         "events_to_85": reached.get(0.85),
         "pairs_trained": learner.trainer.pairs_trained,
         "train_steps": learner.trainer.steps,
+        "relevance_weight": None if rm.relevance is None else round(rm.relevance.weight.item(), 3),
         "pair_counts": dict(learner.builder.counts),
         "mean_answer_score": round(sum(a.score for a in answers) / len(answers), 4),
         "best_answer_share": round(sum(a.score >= 0.9 for a in answers) / len(answers), 4),
@@ -255,6 +257,7 @@ def table(r: dict) -> str:
         ("events to reach 75%", fmt(r["events_to_75"])),
         ("events to reach 85%", fmt(r["events_to_85"])),
         ("pairs trained / steps", f"{r['pairs_trained']} / {r['train_steps']}"),
+        ("relevance prior's weight", "no prior" if r["relevance_weight"] is None else r["relevance_weight"]),
         ("policy answers: mean score / best share", f"{r['mean_answer_score']} / {r['best_answer_share']}"),
         ("seconds: sampling / training", f"{r['sample_seconds']} / {r['train_seconds']}"),
     ]

@@ -22,6 +22,7 @@ function on the same held-out pairs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import statistics
@@ -87,7 +88,8 @@ def run_trl(backbone: str, train, heldout, args: argparse.Namespace) -> dict:
         )
         trainer = RewardTrainer(model=model, args=config, train_dataset=data, processing_class=tokenizer)
         t0 = time.perf_counter()
-        result = trainer.train()
+        with contextlib.redirect_stdout(sys.stderr):  # its log lines would break `--json`'s one object on stdout
+            result = trainer.train()
         seconds = time.perf_counter() - t0
     scorer = RewardModel(trainer.model, tokenizer, args.max_length)
     return {"seconds": seconds, "accuracy": evaluate(scorer, heldout).accuracy, "last_loss": result.training_loss}
