@@ -59,7 +59,25 @@ def test_restore_is_checkpoint_plus_journal(tmp_path, tiny_policy_dir):
     for (name, a), b in zip(learner.rm.model.state_dict().items(), again.rm.model.state_dict().values()):
         assert torch.equal(a, b), name
     assert again.trainer.optimizer.state_dict()["state"].keys() == learner.trainer.optimizer.state_dict()["state"].keys()
+    # the relevance prior (on by default) comes back with its learnt weight, not a fresh one
+    assert again.rm.relevance.weight.item() == learner.rm.relevance.weight.item() != 0.0
     json.dumps(again.state_dict())  # the state is plain JSON
+
+
+def test_a_checkpoint_from_before_the_relevance_prior_restores_with_a_fresh_one(tmp_path, tiny_policy_dir, caplog):
+    without = settings(tmp_path, tiny_policy_dir).model_copy(update={"relevance_encoder": ""})
+    store = CheckpointStore(without.checkpoint_dir)
+    learner, _ = RewardLearner.restore(without, store)
+    learner.ingest(records([comparison(i) for i in range(8)]))
+    learner.train(2)
+    learner.save(store)
+    assert learner.rm.relevance is None
+
+    again, _ = RewardLearner.restore(settings(tmp_path, tiny_policy_dir), CheckpointStore(without.checkpoint_dir))
+    assert again.rm.relevance is not None and again.rm.relevance.weight.item() == 0.0
+    assert again.trainer.steps == 2  # the learner's state is kept; only the optimizer's moments start afresh
+    assert "optimizer state not restored" in caplog.text
+    assert again.trainer.step() is not None or again.trainer.replay_step() is not None  # and it trains on
 
 
 def test_new_checkpoint_replaces_the_old_one_and_its_journal(tmp_path, tiny_policy_dir):
