@@ -89,6 +89,8 @@ ROWS: list[tuple[str, list[Panel]]] = [
             (f"sum(rate(rlhf_reward_pairs_built_total[{RATE}]))", "pairs/s"),
             ("max(rlhf_reward_buffer_size)", "buffer size"),
         ], "short", "What the reward-trainer learns from."),
+        Panel("Relevance prior's weight", [("max(rlhf_reward_relevance_weight)", "weight")], "short",
+              "Learnt weight of MiniLM's cos(request, answer) in the reward-model score (docs/reward.md); 0 without the prior."),
     ]),
     ("PPO", [
         Panel("Reward and evaluation score", [("max(rlhf_ppo_reward_mean)", "reward mean"), ("max(rlhf_ppo_eval_score)", "held-out score")],
