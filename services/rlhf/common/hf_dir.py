@@ -7,6 +7,7 @@ the same directory.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -49,3 +50,20 @@ def read_companion_files(path: Path, max_file_mib: float) -> dict[str, bytes]:
             raise ValueError(f"{f} is larger than RLHF_WEIGHTS_MAX_FILE_MIB={max_file_mib}")
         files[f.name] = f.read_bytes()
     return files
+
+
+def weights_sha256(model_dir: Path, suffixes: tuple[str, ...] = (".safetensors",)) -> str:
+    """sha256 over the directory's weight files with these suffixes (sorted by name), streamed.
+
+    Names the exact weights a directory holds: the policy a replica serves, the encoder a
+    reward model's relevance prior was trained with. FileNotFoundError when there are none.
+    """
+    files = sorted(f for f in model_dir.iterdir() if f.is_file() and f.suffix in suffixes)
+    if not files:
+        raise FileNotFoundError(f"no {' or '.join('*' + x for x in suffixes)} in {model_dir}")
+    h = hashlib.sha256()
+    for f in files:
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()

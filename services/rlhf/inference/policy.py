@@ -8,7 +8,6 @@ manifest learns whether this replica serves what was published.
 """
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
+from rlhf.common import hf_dir
 from rlhf.models.device import resolve_device
 
 # Used when a tokenizer has no chat template: one "role: content" line per message.
@@ -31,15 +31,10 @@ class PolicyLoadError(RuntimeError):
 
 def weights_sha256(model_dir: Path) -> str:
     """sha256 over the directory's safetensors files (sorted by name), as loaded."""
-    files = sorted(model_dir.glob("*.safetensors"))
-    if not files:
-        raise PolicyLoadError(f"no *.safetensors in {model_dir}")
-    h = hashlib.sha256()
-    for f in files:
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
+    try:
+        return hf_dir.weights_sha256(model_dir)
+    except FileNotFoundError as e:
+        raise PolicyLoadError(str(e)) from None
 
 
 def _stop_ids(model: PreTrainedModel, tokenizer) -> frozenset[int]:

@@ -12,6 +12,11 @@ Messages = tuple[tuple[str, str], ...]
 """A prompt as (role, content) messages."""
 
 
+def last_user_message(prompt: Messages, prompt_text: str = "") -> str:
+    """What the customer asked: the last user message (the raw prompt text when there are no messages)."""
+    return next((c for r, c in reversed(prompt) if r == "user"), prompt_text)
+
+
 @dataclass(frozen=True)
 class Side:
     """One rated answer in its context."""

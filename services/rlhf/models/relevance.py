@@ -18,7 +18,6 @@ learner, `rlhf rm-score`) scores exactly as the trainer did.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -28,7 +27,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from rlhf.models.rated import Side
+from rlhf.common.hf_dir import weights_sha256
+from rlhf.models.rated import Side, last_user_message
 
 RELEVANCE_FILE = "relevance.json"
 """The relevance prior's companion file in a reward-model directory."""
@@ -59,16 +59,11 @@ def resolve_encoder(ref: str) -> Path:
 
 @cache
 def weights_digest(path: Path) -> str:
-    """sha256 of an encoder's weight files: a version names the encoder it was trained with by it."""
-    h = hashlib.sha256()
-    files = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin"))
-    if not files:
-        raise FileNotFoundError(f"relevance encoder {path} holds no weights (*.safetensors or *.bin)")
-    for f in files:
-        with f.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 22), b""):
-                h.update(block)
-    return h.hexdigest()
+    """sha256 of an encoder's weight files: a version names the encoder it was trained with by it (once per process)."""
+    try:
+        return weights_sha256(path, (".safetensors", ".bin"))
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"relevance encoder {path} holds no weights: {e}") from None
 
 
 class SentenceEncoder:
@@ -134,8 +129,7 @@ def _pooling(path: Path) -> str:
 
 def request_text(side: Side) -> str:
     """What the answer should be about: the last user message (the raw prompt when there are no messages)."""
-    users = [c for r, c in side.prompt if r == "user"]
-    return users[-1] if users else side.prompt_text
+    return last_user_message(side.prompt, side.prompt_text)
 
 
 class RelevancePrior(torch.nn.Module):

@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from rlhf.common.dedup import LruDedup
-from rlhf.models.rated import Messages, Side
+from rlhf.models.rated import Messages, Side, last_user_message
 from rlhf.reward_trainer.settings import PairSettings
 from rlhf.v1 import chat_pb2, events_pb2
 
@@ -89,8 +89,7 @@ def is_heldout(feedback_id: str, fraction: float) -> bool:
 
 def prompt_words(prompt: Messages, prompt_text: str = "") -> frozenset[str]:
     """Words of the last user message (what the customer asked), lowercased."""
-    text = next((c for r, c in reversed(prompt) if r == "user"), prompt_text)
-    return frozenset(w.lower() for w in _WORD.findall(text))
+    return frozenset(w.lower() for w in _WORD.findall(last_user_message(prompt, prompt_text)))
 
 
 def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
