@@ -145,3 +145,28 @@ def test_the_serving_engine_on_the_gpu_gives_the_tokens_of_generate(tiny_policy_
             pad_token_id=policy.pad_id,
         )[0, len(p):].tolist()
         assert g.token_ids == expected
+
+
+def test_the_relevance_prior_on_the_gpu_scores_and_trains_as_on_the_cpu(tiny_policy_dir, tmp_path):
+    """A reward model with the relevance prior, moved to CUDA: its encoder runs there, its scores match
+    the CPU's, and a Bradley-Terry step there reaches the prior's weight."""
+    from rlhf.models.rated import Side
+    from rlhf.models.relevance import shared_encoder
+    from rlhf.reward_trainer.trainer import bt_loss
+
+    rm = RewardModel.from_pretrained(tiny_policy_dir, max_length=64, relevance_encoder="minilm")
+    with torch.no_grad():
+        rm.relevance.weight.fill_(2.5)
+    saved = rm.save(tmp_path / "rm")
+    request = "Hello, Grace here. How do I return the coffee grinder (order 81149) and get a refund?"
+    sides = [Side((("user", request),), "Please send the coffee grinder back; the refund follows within 5 days."),
+             Side((("user", request),), "Use the 'forgot password' link on the login page.")]
+    cpu_scores = RewardModel.from_pretrained(saved, max_length=64).score(sides)
+    shared_encoder.cache_clear()  # a fresh encoder, so its embeddings are computed on the GPU, not taken from the cache
+    gpu = RewardModel.from_pretrained(saved, max_length=64).to(CUDA)
+    assert gpu.relevance.weight.device == CUDA and gpu.relevance.encoder.model.device == CUDA
+    torch.testing.assert_close(gpu.score(sides), cpu_scores, atol=1e-3, rtol=0)
+    scores = gpu.score_sides(sides)
+    assert scores.device == CUDA
+    bt_loss(scores[:1], scores[1:], 0.0).backward()
+    assert gpu.relevance.weight.grad is not None and gpu.relevance.weight.grad.device == CUDA
