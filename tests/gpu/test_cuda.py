@@ -161,11 +161,16 @@ def test_the_relevance_prior_on_the_gpu_scores_and_trains_as_on_the_cpu(tiny_pol
     request = "Hello, Grace here. How do I return the coffee grinder (order 81149) and get a refund?"
     sides = [Side((("user", request),), "Please send the coffee grinder back; the refund follows within 5 days."),
              Side((("user", request),), "Use the 'forgot password' link on the login page.")]
-    cpu_scores = RewardModel.from_pretrained(saved, max_length=64).score(sides)
-    shared_encoder.cache_clear()  # a fresh encoder, so its embeddings are computed on the GPU, not taken from the cache
-    gpu = RewardModel.from_pretrained(saved, max_length=64).to(CUDA)
+    cpu = RewardModel.from_pretrained(saved, max_length=64)
+    cpu_scores = cpu.score(sides)
+    gpu = RewardModel.from_pretrained(saved, max_length=64).to("cuda")
     assert gpu.relevance.weight.device == CUDA and gpu.relevance.encoder.model.device == CUDA
+    # the GPU copy is an encoder of its own (its embeddings are computed there, not taken from the CPU's cache),
+    # and the CPU reward model of the same process still embeds on the CPU
+    assert gpu.relevance.encoder is not cpu.relevance.encoder and cpu.relevance.encoder.model.device.type == "cpu"
+    assert gpu.relevance.encoder is shared_encoder(gpu.relevance.encoder.path, gpu.relevance.encoder.max_length, "cuda:0")
     torch.testing.assert_close(gpu.score(sides), cpu_scores, atol=1e-3, rtol=0)
+    torch.testing.assert_close(cpu.score(sides), cpu_scores)
     scores = gpu.score_sides(sides)
     assert scores.device == CUDA
     bt_loss(scores[:1], scores[1:], 0.0).backward()

@@ -112,11 +112,24 @@ class SentenceEncoder:
         return out
 
 
-@lru_cache(maxsize=2)
-def shared_encoder(path: Path, max_length: int) -> SentenceEncoder:
-    """One frozen encoder per directory in a process: the PPO learner loads every new reward-model version,
-    and each would otherwise read the encoder's weights again (and start with an empty embedding cache)."""
-    return SentenceEncoder(path, max_length)
+@lru_cache(maxsize=4)
+def shared_encoder(path: Path, max_length: int, device: str) -> SentenceEncoder:
+    """One frozen encoder per directory and device in a process: the PPO learner loads every new reward-model
+    version, and each would otherwise read the encoder's weights again (and start with an empty embedding cache).
+
+    Keyed by device too, so that moving one reward model to a GPU gives it a GPU copy of the encoder and leaves
+    every other reward model of the process (a CPU scorer, say) embedding where it was. `device` has no
+    default: the cache would tell a call that leaves it out from one that names it.
+    """
+    return SentenceEncoder(path, max_length).to(device)
+
+
+def _device_key(device: torch.device | str) -> str:
+    """One name per device ("cuda" and "cuda:0" are the same GPU), so that each gets one shared encoder."""
+    d = torch.device(device)
+    if d.type == "cuda" and d.index is None:
+        d = torch.device("cuda", torch.cuda.current_device())
+    return str(d)
 
 
 def _pooling(path: Path) -> str:
@@ -138,7 +151,7 @@ class RelevancePrior(torch.nn.Module):
     def __init__(self, encoder_ref: str, weight: float = 0.0, encoder: SentenceEncoder | None = None) -> None:
         super().__init__()
         self.encoder_ref = encoder_ref
-        self.encoder = encoder or shared_encoder(resolve_encoder(encoder_ref), ENCODER_MAX_LENGTH)
+        self.encoder = encoder or shared_encoder(resolve_encoder(encoder_ref), ENCODER_MAX_LENGTH, "cpu")
         self.weight = torch.nn.Parameter(torch.tensor(float(weight)))
 
     def features(self, sides: Sequence[Side]) -> list[float]:
@@ -154,8 +167,9 @@ class RelevancePrior(torch.nn.Module):
         return self.weight * features
 
     def to_device(self, device: torch.device | str) -> RelevancePrior:
+        """Moves the weight, and takes the process's encoder for that device (the shared one is never moved)."""
         self.to(device)
-        self.encoder.to(device)
+        self.encoder = shared_encoder(self.encoder.path, self.encoder.max_length, _device_key(device))
         return self
 
     def save(self, out_dir: Path) -> None:
@@ -183,5 +197,5 @@ class RelevancePrior(torch.nn.Module):
                 f"{path}: the relevance encoder {spec['encoder']!r} at {encoder_dir} is not the one this reward model "
                 f"was trained with (weights sha256 {weights_digest(encoder_dir)[:12]}..., expected {spec['encoder_sha256'][:12]}...)"
             )
-        encoder = shared_encoder(encoder_dir, int(spec.get("max_length", ENCODER_MAX_LENGTH)))
+        encoder = shared_encoder(encoder_dir, int(spec.get("max_length", ENCODER_MAX_LENGTH)), "cpu")
         return cls(spec["encoder"], float(spec["weight"]), encoder)

@@ -50,6 +50,20 @@ def test_embeddings_are_unit_length_and_the_cache_stays_bounded():
     assert len(enc._cache) == 3
 
 
+def test_moving_one_reward_model_leaves_the_others_encoder_where_it_was(tiny_policy_dir, rm_with_prior):
+    """The encoder is shared per process, so moving one reward model must not move another's:
+    a CPU scorer in a process whose learner went to a GPU would otherwise embed on the GPU."""
+    other = RewardModel.from_pretrained(tiny_policy_dir, max_length=64, relevance_encoder="minilm")
+    assert other.relevance.encoder is rm_with_prior.relevance.encoder  # loaded once per process
+    before = rm_with_prior.score([side(REFUND, REFUND_ANSWER)])
+    other.to("meta")  # a device of its own, as a GPU would be, without needing one
+    assert other.relevance.encoder.model.device.type == "meta"
+    assert rm_with_prior.relevance.encoder.model.device.type == "cpu"
+    torch.testing.assert_close(rm_with_prior.score([side(REFUND, REFUND_ANSWER)]), before)
+    back = RewardModel.from_pretrained(tiny_policy_dir, max_length=64, relevance_encoder="minilm").to("cpu")
+    assert back.relevance.encoder is rm_with_prior.relevance.encoder  # moving to where it is takes the same one
+
+
 def test_an_encoder_directory_must_hold_a_model(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a model directory"):
         resolve_encoder(str(tmp_path))
