@@ -39,6 +39,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reward_feedback import cached_rated_answers, simulate_feedback, world_answers, world_prompts  # noqa: E402
 
+from rlhf.common.paired import paired_standard_error  # noqa: E402
 from rlhf.models.reward import RewardModel, load_backbone  # noqa: E402
 from rlhf.reward_trainer.pairs import PairBuilder  # noqa: E402
 from rlhf.reward_trainer.settings import PairSettings, TrainSettings  # noqa: E402
@@ -103,13 +104,14 @@ def paired_difference(ours: list[dict], trl: list[dict]) -> tuple[float, float]:
 
     Why paired: both models are scored on the same pairs, and only the pairs they order differently
     carry the difference, so its standard error is smaller than that of two independent accuracies
-    (about 2.5 points on ~200 pairs with the SFT backbone, against about 4). A gap within two of
-    them is noise. Each pair's outcome is averaged over the repeats first.
+    (about 2.5 points on ~200 pairs with the SFT backbone, against about 4). It is the one the publish
+    gates use (rlhf.common.paired). A gap within two of them is noise. Each pair's outcome is averaged
+    over the repeats first.
     """
     ids = list(ours[0]["outcomes"])
-    d = [statistics.fmean(r["outcomes"][i] for r in ours) - statistics.fmean(r["outcomes"][i] for r in trl) for i in ids]
-    se = statistics.stdev(d) / len(d) ** 0.5 if len(d) > 1 else 0.0
-    return statistics.fmean(d), se
+    a = [statistics.fmean(r["outcomes"][i] for r in ours) for i in ids]
+    b = [statistics.fmean(r["outcomes"][i] for r in trl) for i in ids]
+    return statistics.fmean(a) - statistics.fmean(b), paired_standard_error(a, b)
 
 
 def run(args: argparse.Namespace) -> dict:
