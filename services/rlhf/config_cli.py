@@ -11,6 +11,7 @@ SETTINGS_CLASSES: list[tuple[str, str, str]] = [
     ("Kafka (all services)", "rlhf.common.settings", "KafkaSettings"),
     ("Redis (all services)", "rlhf.common.settings", "RedisSettings"),
     ("weight store (all services)", "rlhf.common.weights_settings", "WeightStoreSettings"),
+    ("relevance encoder (reward-trainer, ppo-learner, rm-score)", "rlhf.models.relevance_settings", "RelevanceEncoderSettings"),
     ("inference", "rlhf.inference.settings", "InferenceSettings"),
     ("reward-trainer", "rlhf.reward_trainer.settings", "RewardTrainerSettings"),
     ("ppo-learner", "rlhf.ppo_learner.settings", "PPOLearnerSettings"),

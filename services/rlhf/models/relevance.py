@@ -28,7 +28,9 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from rlhf.common.hf_dir import weights_sha256
+from rlhf.common.settings import load
 from rlhf.models.rated import Side, last_user_message
+from rlhf.models.relevance_settings import RelevanceEncoderSettings
 
 RELEVANCE_FILE = "relevance.json"
 """The relevance prior's companion file in a reward-model directory."""
@@ -120,8 +122,11 @@ def shared_encoder(path: Path, max_length: int, device: str) -> SentenceEncoder:
     Keyed by device too, so that moving one reward model to a GPU gives it a GPU copy of the encoder and leaves
     every other reward model of the process (a CPU scorer, say) embedding where it was. `device` has no
     default: the cache would tell a call that leaves it out from one that names it.
+
+    Its embedding cache holds `RLHF_RELEVANCE_CACHE_TEXTS` texts (SettingsError, which names the variable,
+    when that is invalid).
     """
-    return SentenceEncoder(path, max_length).to(device)
+    return SentenceEncoder(path, max_length, cache_size=load(RelevanceEncoderSettings).cache_texts).to(device)
 
 
 def _device_key(device: torch.device | str) -> str:

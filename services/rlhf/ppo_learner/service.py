@@ -32,6 +32,7 @@ from rlhf.common.settings import KafkaSettings, RedisSettings, SettingsError, lo
 from rlhf.common.weights import CorruptVersion
 from rlhf.common.weights_settings import WeightStoreSettings
 from rlhf.models.device import DeviceUnavailable
+from rlhf.models.relevance_settings import RelevanceEncoderSettings
 from rlhf.ppo_learner import checkpoint
 from rlhf.ppo_learner.distributed import (
     World,
@@ -354,6 +355,7 @@ def main() -> int:
         kafka = load(KafkaSettings)
         redis = load(RedisSettings)
         weights = load(WeightStoreSettings)
+        load(RelevanceEncoderSettings)  # read where the encoder loads; checked here so a bad value fails at start-up
     except SettingsError as exc:
         log_event(log, str(exc), logging.ERROR)
         return 2

@@ -29,6 +29,7 @@ from rlhf.common.logs import log_event, setup_logging
 from rlhf.common.registry import WeightStore
 from rlhf.common.settings import KafkaSettings, RedisSettings, SettingsError, load
 from rlhf.common.weights_settings import WeightStoreSettings
+from rlhf.models.relevance_settings import RelevanceEncoderSettings
 from rlhf.reward_trainer import metrics as m
 from rlhf.reward_trainer.checkpoint import CheckpointStore, JournalRecord
 from rlhf.reward_trainer.learner import RewardLearner
@@ -247,6 +248,7 @@ def main() -> int:
         kafka = load(KafkaSettings)
         redis_settings = load(RedisSettings)
         weight_settings = load(WeightStoreSettings)
+        load(RelevanceEncoderSettings)  # read where the encoder loads; checked here so a bad value fails at start-up
     except SettingsError as exc:
         log_event(log, str(exc), logging.ERROR)
         return 2

@@ -6,8 +6,16 @@ import json
 import pytest
 import torch
 
+from rlhf.common.settings import SettingsError
 from rlhf.models.rated import Side
-from rlhf.models.relevance import RELEVANCE_FILE, RelevancePrior, SentenceEncoder, request_text, resolve_encoder
+from rlhf.models.relevance import (
+    RELEVANCE_FILE,
+    RelevancePrior,
+    SentenceEncoder,
+    request_text,
+    resolve_encoder,
+    shared_encoder,
+)
 from rlhf.models.reward import RewardModel
 from rlhf.reward_trainer.pairs import Pair
 from rlhf.reward_trainer.settings import TrainSettings
@@ -48,6 +56,22 @@ def test_embeddings_are_unit_length_and_the_cache_stays_bounded():
     assert torch.allclose(e.norm(dim=-1), torch.ones(5), atol=1e-5)
     assert torch.equal(e[0], e[4])
     assert len(enc._cache) == 3
+
+
+def test_the_shared_encoders_cache_bound_comes_from_the_environment(monkeypatch):
+    """RLHF_RELEVANCE_CACHE_TEXTS bounds the embedding cache of the encoder every reward model of a process
+    shares; an invalid value is refused with the variable's name. (A max_length of its own keeps this test's
+    encoder apart from those the other tests share.)"""
+    path = resolve_encoder("minilm")
+    monkeypatch.setenv("RLHF_RELEVANCE_CACHE_TEXTS", "0")
+    with pytest.raises(SettingsError, match="RLHF_RELEVANCE_CACHE_TEXTS"):
+        shared_encoder(path, 61, "cpu")
+    monkeypatch.setenv("RLHF_RELEVANCE_CACHE_TEXTS", "2")
+    enc = shared_encoder(path, 61, "cpu")
+    enc.embed(["one", "two", "three"])
+    assert enc.cache_size == 2 and len(enc._cache) == 2
+    monkeypatch.delenv("RLHF_RELEVANCE_CACHE_TEXTS")
+    assert shared_encoder(path, 62, "cpu").cache_size == 50_000
 
 
 def test_moving_one_reward_model_leaves_the_others_encoder_where_it_was(tiny_policy_dir, rm_with_prior):
