@@ -76,7 +76,8 @@ class SentenceEncoder:
     trainer scores held-out and replayed pairs many times.
     """
 
-    def __init__(self, path: Path, max_length: int = ENCODER_MAX_LENGTH, cache_size: int = 50_000) -> None:
+    def __init__(self, path: Path, max_length: int = ENCODER_MAX_LENGTH,
+                 cache_size: int = RelevanceEncoderSettings.model_fields["cache_texts"].default) -> None:
         self.path = path
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         self.model = AutoModel.from_pretrained(path, local_files_only=True).eval().requires_grad_(False)
