@@ -11,7 +11,12 @@ of `--batch-events` as the service would consume them. Every `--eval-every`
 events the model is measured on
   - the learner's own held-out slice (what the service reports), and
   - an independent evaluation set: feedback on other prompts, all of it
-    turned into pairs, large enough for a steady curve;
+    turned into pairs, large enough for a steady curve (its chats draw from
+    4 answers per prompt, so some pairs of answers are labelled more than
+    once: about 600 pairs, 400 distinct); with its expected
+    accuracy over the users' labels (each pair's chance that a user agrees
+    with the model's ordering, averaged): the same pairs without the luck
+    of one draw of labels;
   - agreement with the hidden preference itself: on the same other prompts,
     every two answers it scores differently, ordered by the model. No user
     noise and no coin flips, so it tells settings apart with less noise than
@@ -50,6 +55,7 @@ from rlhf.reward_trainer.learner import RewardLearner  # noqa: E402
 from rlhf.reward_trainer.pairs import Pair, PairBuilder  # noqa: E402
 from rlhf.reward_trainer.settings import PairSettings, RewardTrainerSettings  # noqa: E402
 from rlhf.reward_trainer.trainer import evaluate  # noqa: E402
+from rlhf.simulate.behaviour import choice_probability, thumb_pair_probability  # noqa: E402
 
 
 def oracle_accuracy(pairs: list[Pair], score: dict[tuple[str, str], float]) -> float:
@@ -62,6 +68,42 @@ def oracle_accuracy(pairs: list[Pair], score: dict[tuple[str, str], float]) -> f
         r = score[(p.rejected.prompt[-1][1], p.rejected.answer)]
         total += 1.0 if c > r else 0.5 if c == r else 0.0
     return total / len(pairs)
+
+
+def label_probabilities(pairs: list[Pair], score: dict[tuple[str, str], float]) -> dict[str, float]:
+    """pair_id -> P(the users label the pair as it is labelled), from the hidden scores and the users' behaviour.
+
+    A comparison is Bradley-Terry on the score difference; a thumb pair is an up and a down, which of the
+    two got the up being the random part.
+    """
+    out = {}
+    for p in pairs:
+        c = score[(p.chosen.prompt[-1][1], p.chosen.answer)]
+        r = score[(p.rejected.prompt[-1][1], p.rejected.answer)]
+        out[p.pair_id] = thumb_pair_probability(c, r) if p.kind == "thumbs" else choice_probability(c, r)
+    return out
+
+
+def expected_accuracy(outcomes: dict[str, float], label_p: dict[str, float]) -> float:
+    """Accuracy averaged over every way the users could have labelled the same pairs.
+
+    The users' labels are one draw: on ~600 pairs that draw alone moves accuracy by about a point
+    (a pair of equally good answers is a coin flip). Given the model's ordering of each pair, the chance
+    that a user agrees with it is known, so its mean estimates the same accuracy without that noise.
+    """
+    if not outcomes:
+        return 0.0
+    return sum(o * label_p[k] + (1 - o) * (1 - label_p[k]) for k, o in outcomes.items()) / len(outcomes)
+
+
+def oracle_outcomes(pairs: list[Pair], score: dict[tuple[str, str], float]) -> dict[str, float]:
+    """The hidden preference's own ordering of each pair, as an outcome (1 right, 0.5 tie, 0 wrong)."""
+    out = {}
+    for p in pairs:
+        c = score[(p.chosen.prompt[-1][1], p.chosen.answer)]
+        r = score[(p.rejected.prompt[-1][1], p.rejected.answer)]
+        out[p.pair_id] = 1.0 if c > r else 0.5 if c == r else 0.0
+    return out
 
 
 def accuracy_by_feature(pairs: list[Pair], outcomes: dict[str, float], groups) -> dict[str, dict]:
@@ -181,6 +223,7 @@ def run(args: argparse.Namespace) -> dict:
     # The eval set is built the default way whatever --settings says, so settings that change pairing
     # (e.g. thumb_similarity) are measured on the same pairs.
     eval_set = eval_pairs(eval_events, PairSettings.model_construct())
+    eval_label_p = label_probabilities(eval_set, scores)
     rm = RewardModel.from_pretrained(backbone, settings.max_length, settings.seed, settings.relevance_encoder)
     learner = RewardLearner(settings, rm)
     curve, reached = [], {}
@@ -196,7 +239,9 @@ def run(args: argparse.Namespace) -> dict:
             ev = evaluate(rm, eval_set)
             hv = learner.trainer.evaluate()
             orderings = preference_orderings(rm, eval_groups)
-            point = {"events": seen, "eval_accuracy": round(ev.accuracy, 4), "heldout_accuracy": round(hv.accuracy, 4),
+            point = {"events": seen, "eval_accuracy": round(ev.accuracy, 4),
+                     "eval_expected_accuracy": round(expected_accuracy(ev.outcomes, eval_label_p), 4),
+                     "heldout_accuracy": round(hv.accuracy, 4),
                      "preference_agreement": round(preference_agreement(orderings), 4),
                      "heldout_pairs": hv.n, "heldout_ece": round(hv.ece, 4), "pairs_trained": learner.trainer.pairs_trained,
                      "steps": learner.trainer.steps}
@@ -217,13 +262,17 @@ def run(args: argparse.Namespace) -> dict:
         "train_answers": sum(len(g) for g in train_groups),
         "events": len(stream),
         "eval_pairs": len(eval_set),
+        "eval_distinct_pairs": len({frozenset((s.prompt[-1][1], s.answer) for s in (p.chosen, p.rejected)) for p in eval_set}),
         "eval_accuracy": final_eval,
         "eval_accuracy_last4": round(sum(p["eval_accuracy"] for p in curve[-4:]) / len(curve[-4:]), 4),
+        "eval_expected_accuracy": curve[-1]["eval_expected_accuracy"],
+        "eval_expected_accuracy_last4": round(sum(p["eval_expected_accuracy"] for p in curve[-4:]) / len(curve[-4:]), 4),
         "preference_agreement": curve[-1]["preference_agreement"],
         "preference_agreement_last4": round(sum(p["preference_agreement"] for p in curve[-4:]) / len(curve[-4:]), 4),
         "heldout_accuracy": final_held,
         "heldout_pairs": curve[-1]["heldout_pairs"],
         "oracle_eval_accuracy": round(oracle_accuracy(eval_set, scores), 4),
+        "oracle_eval_expected_accuracy": round(expected_accuracy(oracle_outcomes(eval_set, scores), eval_label_p), 4),
         "oracle_heldout_accuracy": round(oracle_accuracy(learner.trainer.heldout, scores), 4),
         "events_to_75": reached.get(0.75),
         "events_to_85": reached.get(0.85),
@@ -250,9 +299,12 @@ def table(r: dict) -> str:
         ("feedback events", r["events"]),
         ("held-out accuracy (in-stream slice)", f"{r['heldout_accuracy']:.3f} on {r['heldout_pairs']} pairs "
                                                 f"(ceiling {r['oracle_heldout_accuracy']:.3f})"),
-        ("accuracy on independent eval set", f"{r['eval_accuracy']:.3f} on {r['eval_pairs']} pairs "
-                                             f"(ceiling {r['oracle_eval_accuracy']:.3f})"),
+        ("accuracy on independent eval set", f"{r['eval_accuracy']:.3f} on {r['eval_pairs']} pairs, "
+                                             f"{r['eval_distinct_pairs']} distinct (ceiling {r['oracle_eval_accuracy']:.3f})"),
         ("mean of the last 4 points", r["eval_accuracy_last4"]),
+        ("expected accuracy over the users' labels", f"{r['eval_expected_accuracy']:.3f} (last 4 points: "
+                                                     f"{r['eval_expected_accuracy_last4']:.3f}; ceiling "
+                                                     f"{r['oracle_eval_expected_accuracy']:.3f})"),
         ("agreement with the hidden preference", f"{r['preference_agreement']:.3f} (last 4 points: {r['preference_agreement_last4']:.3f})"),
         ("events to reach 75%", fmt(r["events_to_75"])),
         ("events to reach 85%", fmt(r["events_to_85"])),

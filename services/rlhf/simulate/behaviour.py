@@ -66,6 +66,18 @@ def thumb_decision(score: float, rng: random.Random, m: ThumbModel = DEFAULT_THU
     return Thumb.UP if score + rng.gauss(0.0, m.noise) > m.threshold else Thumb.DOWN
 
 
+def thumb_pair_probability(score_a: float, score_b: float, m: ThumbModel = DEFAULT_THUMBS) -> float:
+    """P(a got the thumb up) given that, of two answers that both got a thumb, one got an up and the other a down.
+
+    A thumb pair of the reward trainer records just that. With `choice_probability` for comparisons it gives
+    each pair's chance of being labelled one way, so a bench can score a reward model by its expected
+    accuracy on users' labels instead of one draw of them (whether to vote at all cancels out).
+    """
+    u, v = thumbs_up_probability(score_a, m), thumbs_up_probability(score_b, m)
+    a_up, b_up = u * (1 - v), v * (1 - u)
+    return a_up / (a_up + b_up)
+
+
 def choice_probability(score_a: float, score_b: float, temperature: float = 0.05) -> float:
     """P(the user picks a over b): Bradley-Terry on the score difference."""
     z = (score_a - score_b) / temperature

@@ -5,6 +5,7 @@ from rlhf.simulate.behaviour import (
     choose,
     comment,
     thumb_decision,
+    thumb_pair_probability,
     thumbs_up_probability,
 )
 from rlhf.world.compose import Variant, compose_answer, sample_scenario
@@ -25,6 +26,19 @@ def test_thumbs_follow_the_score_with_abstention_and_noise():
     assert up_mid < 0.3
     assert 0 < vote_mid < vote_hi < 1  # people abstain, more so on middling answers
     assert abs(up_hi - thumbs_up_probability(0.95)) < 0.02
+
+
+def test_thumb_pair_probability_matches_simulated_thumb_pairs():
+    rng = random.Random(3)
+    ups_of_a = pairs = 0
+    for _ in range(60000):
+        a, b = thumb_decision(0.7, rng), thumb_decision(0.62, rng)
+        if a is not None and b is not None and a != b:
+            pairs += 1
+            ups_of_a += a is Thumb.UP
+    assert abs(ups_of_a / pairs - thumb_pair_probability(0.7, 0.62)) < 0.03
+    assert thumb_pair_probability(0.5, 0.5) == 0.5
+    assert thumb_pair_probability(0.95, 0.2) > 0.98 and thumb_pair_probability(0.2, 0.95) < 0.02
 
 
 def test_choose_prefers_the_better_answer_and_is_reproducible():
