@@ -58,16 +58,24 @@ from rlhf.reward_trainer.trainer import evaluate  # noqa: E402
 from rlhf.simulate.behaviour import choice_probability, thumb_pair_probability  # noqa: E402
 
 
+def hidden_scores(pair: Pair, score: dict[tuple[str, str], float]) -> tuple[float, float]:
+    """The hidden preference's scores of a pair's chosen and rejected sides."""
+    return tuple(score[(s.prompt[-1][1], s.answer)] for s in (pair.chosen, pair.rejected))
+
+
+def oracle_outcomes(pairs: list[Pair], score: dict[tuple[str, str], float]) -> dict[str, float]:
+    """The hidden preference's own ordering of each pair against its users' label: 1 agrees, 0.5 tie, 0 not."""
+    out = {}
+    for p in pairs:
+        c, r = hidden_scores(p, score)
+        out[p.pair_id] = 1.0 if c > r else 0.5 if c == r else 0.0
+    return out
+
+
 def oracle_accuracy(pairs: list[Pair], score: dict[tuple[str, str], float]) -> float:
     """Accuracy of the hidden preference on the users' labels (ties count half)."""
-    if not pairs:
-        return 0.0
-    total = 0.0
-    for p in pairs:
-        c = score[(p.chosen.prompt[-1][1], p.chosen.answer)]
-        r = score[(p.rejected.prompt[-1][1], p.rejected.answer)]
-        total += 1.0 if c > r else 0.5 if c == r else 0.0
-    return total / len(pairs)
+    outcomes = oracle_outcomes(pairs, score)
+    return sum(outcomes.values()) / len(outcomes) if outcomes else 0.0
 
 
 def label_probabilities(pairs: list[Pair], score: dict[tuple[str, str], float]) -> dict[str, float]:
@@ -78,8 +86,7 @@ def label_probabilities(pairs: list[Pair], score: dict[tuple[str, str], float]) 
     """
     out = {}
     for p in pairs:
-        c = score[(p.chosen.prompt[-1][1], p.chosen.answer)]
-        r = score[(p.rejected.prompt[-1][1], p.rejected.answer)]
+        c, r = hidden_scores(p, score)
         out[p.pair_id] = thumb_pair_probability(c, r) if p.kind == "thumbs" else choice_probability(c, r)
     return out
 
@@ -94,16 +101,6 @@ def expected_accuracy(outcomes: dict[str, float], label_p: dict[str, float]) -> 
     if not outcomes:
         return 0.0
     return sum(o * label_p[k] + (1 - o) * (1 - label_p[k]) for k, o in outcomes.items()) / len(outcomes)
-
-
-def oracle_outcomes(pairs: list[Pair], score: dict[tuple[str, str], float]) -> dict[str, float]:
-    """The hidden preference's own ordering of each pair, as an outcome (1 right, 0.5 tie, 0 wrong)."""
-    out = {}
-    for p in pairs:
-        c = score[(p.chosen.prompt[-1][1], p.chosen.answer)]
-        r = score[(p.rejected.prompt[-1][1], p.rejected.answer)]
-        out[p.pair_id] = 1.0 if c > r else 0.5 if c == r else 0.0
-    return out
 
 
 def accuracy_by_feature(pairs: list[Pair], outcomes: dict[str, float], groups) -> dict[str, dict]:
