@@ -12,7 +12,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from rlhf.common.procs import free_port, spawn, terminate
+from rlhf.common.procs import free_ports, spawn, terminate
 from rlhf.common.registry import WeightStore
 from rlhf.common.settings import RedisSettings
 from rlhf.v1 import chat_pb2, chat_pb2_grpc
@@ -40,7 +40,7 @@ def _value(metrics: str, sample: str) -> float:
 
 def test_serve_publishes_the_first_policy_exports_metrics_and_drains_on_sigterm(
         stack, tiny_policy_dir, unique_topic, redis_prefix, tmp_path):
-    port, metrics_port = free_port(), free_port()
+    port, metrics_port = free_ports(2)
     env = {
         **os.environ, "KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap, "REDIS_URL": stack.redis_url,
         "REDIS_KEY_PREFIX": redis_prefix, "KAFKA_SPOOL_DIR": str(tmp_path / "spool"),

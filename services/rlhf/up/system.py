@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rlhf.common.procs import free_port, port_is_open
+from rlhf.common.procs import free_ports, port_is_open
 from rlhf.common.stack import LocalStack, start_broker, start_redis
 from rlhf.up.supervisor import ChildSpec, Supervisor, rlhf_command, tail
 
@@ -119,10 +119,9 @@ class LocalSystem:
         return manifest.version
 
     def start(self, say=print) -> Endpoints:
-        inference_port = self.opts.inference_port or free_port()
-        if self.opts.inference_port and port_is_open("127.0.0.1", inference_port):
+        if self.opts.inference_port and port_is_open("127.0.0.1", self.opts.inference_port):
             raise UpError(
-                f"port {inference_port} (inference gRPC) is already taken; "
+                f"port {self.opts.inference_port} (inference gRPC) is already taken; "
                 "choose another with --inference-port or stop the process using it"
             )
         self.ensure_policy(say)
@@ -130,8 +129,13 @@ class LocalSystem:
         say(f"broker {kafka}, Redis {redis}")
         version = self.publish_first_policy(redis)
         say(f"policy version {version} is published")
-        ports = {name: free_port() for name in ("inference", "reward-trainer", "ppo-learner")}
-        replica_ports = [inference_port] + [free_port() for _ in range(self.opts.inference_replicas - 1)]
+        # Picked once the broker and Redis listen, all at once: a port picked before them, or
+        # released before the next pick, can be handed out again (to Redis, to another service).
+        extra_replicas = self.opts.inference_replicas - 1
+        picked = iter(free_ports(4 + 2 * extra_replicas))
+        inference_port = self.opts.inference_port or next(picked)
+        ports = {name: next(picked) for name in ("inference", "reward-trainer", "ppo-learner")}
+        replica_ports = [inference_port] + [next(picked) for _ in range(extra_replicas)]
         common = {
             "KAFKA_BOOTSTRAP_SERVERS": kafka,
             "REDIS_URL": redis,
@@ -151,7 +155,7 @@ class LocalSystem:
         state_dir = self.opts.cache_dir / "state" if external else self.run_dir
         specs = service_specs(state_dir, self.policy_dir, self.world_dir, inference_port, ports, common)
         for i, port in enumerate(replica_ports[1:], start=2):
-            specs.insert(i - 1, replica_spec(specs[0], i, port, free_port()))
+            specs.insert(i - 1, replica_spec(specs[0], i, port, next(picked)))
         for spec in specs:
             say(f"starting {spec.name} ...")
             self.supervisor.start(spec)
