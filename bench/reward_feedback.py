@@ -58,13 +58,25 @@ def rated_answers(policy_dir: str | Path, prompts: list[dict], per_prompt: int =
     return groups
 
 
-def cached_rated_answers(policy_dir: str | Path, prompts: list[dict], per_prompt: int = 4, seed: int = 0,
-                         cache_dir: str | Path = ".rlhf/bench/answers") -> list[list[Rated]]:
-    """`rated_answers`, kept in a JSON file keyed by the policy's weights and the arguments (sampling is the slow part)."""
+ANSWER_CACHE_DIR = ".rlhf/bench/answers"
+
+
+def answers_cache_path(policy_dir: str | Path, prompts: list[dict], per_prompt: int = 4, seed: int = 0,
+                       cache_dir: str | Path = ANSWER_CACHE_DIR) -> Path:
+    """Where `cached_rated_answers` keeps these answers: keyed by the policy's weights and the arguments.
+
+    Benches check it beforehand to report whether their sampling time was spent sampling or reading.
+    """
     weights = Path(policy_dir) / "model.safetensors"
     h = hashlib.sha256(weights.read_bytes() if weights.exists() else str(policy_dir).encode())
     h.update(json.dumps([prompts, per_prompt, seed], sort_keys=True).encode())
-    path = Path(cache_dir) / f"{h.hexdigest()[:16]}.json"
+    return Path(cache_dir) / f"{h.hexdigest()[:16]}.json"
+
+
+def cached_rated_answers(policy_dir: str | Path, prompts: list[dict], per_prompt: int = 4, seed: int = 0,
+                         cache_dir: str | Path = ANSWER_CACHE_DIR) -> list[list[Rated]]:
+    """`rated_answers`, kept in a JSON file keyed by the policy's weights and the arguments (sampling is the slow part)."""
+    path = answers_cache_path(policy_dir, prompts, per_prompt, seed, cache_dir)
     if path.exists():
         return [[Rated(**a) for a in g] for g in json.loads(path.read_text())]
     groups = rated_answers(policy_dir, prompts, per_prompt, seed)

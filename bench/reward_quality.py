@@ -30,6 +30,7 @@ and the final agreement split by whether the preference needs the request
 
   python bench/reward_quality.py --policy .rlhf/sft [--events 2000] [--json]
   python bench/reward_quality.py --policy .rlhf/sft --settings '{"relevance_encoder": ""}'   # without the relevance prior
+  python bench/reward_quality.py --policy .rlhf/sft --seeds 0-3 --jobs 2 --threads 1   # four seeds and their mean
   (without --policy a tiny SFT policy is trained first, in a few seconds)
 """
 from __future__ import annotations
@@ -37,15 +38,28 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
+import subprocess
 import sys
+import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from itertools import combinations
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reward_feedback import Rated, cached_rated_answers, simulate_feedback, true_scores, world_answers, world_prompts  # noqa: E402
+from reward_feedback import (  # noqa: E402
+    Rated,
+    answers_cache_path,
+    cached_rated_answers,
+    simulate_feedback,
+    true_scores,
+    world_answers,
+    world_prompts,
+)
 
 from rlhf.common.events import wrap  # noqa: E402
 from rlhf.models.rated import Side  # noqa: E402
@@ -197,9 +211,12 @@ def run(args: argparse.Namespace) -> dict:
         policy = str(make_tiny_policy(Path(args.workdir) / "tiny-policy"))
     t0 = time.perf_counter()
     prompts = world_prompts(args.prompts + args.eval_prompts, seed=args.seed)
+    cache_use = {"sampled": 0, "from_cache": 0}  # answer sets, so sample_seconds says what it timed
 
     def answers(for_prompts: list[dict], per_prompt: int) -> list[list]:
         if args.answers == "policy":
+            hit = answers_cache_path(policy, for_prompts, per_prompt=per_prompt, seed=args.seed).exists()
+            cache_use["from_cache" if hit else "sampled"] += 1
             return cached_rated_answers(policy, for_prompts, per_prompt=per_prompt, seed=args.seed)
         return world_answers(for_prompts, per_prompt=per_prompt, seed=args.seed)
 
@@ -252,6 +269,7 @@ def run(args: argparse.Namespace) -> dict:
     by_axis = agreement_by_axis(orderings)  # orderings: the final point's too
     answers = [a for g in groups for a in g]
     return {
+        "seed": args.seed,
         "policy": policy,
         "backbone": backbone,
         "answers": args.answers,
@@ -280,12 +298,145 @@ def run(args: argparse.Namespace) -> dict:
         "mean_answer_score": round(sum(a.score for a in answers) / len(answers), 4),
         "best_answer_share": round(sum(a.score >= 0.9 for a in answers) / len(answers), 4),
         "sample_seconds": round(sample_s, 1),
+        "answer_sets_sampled": cache_use["sampled"],
+        "answer_sets_from_cache": cache_use["from_cache"],
         "train_seconds": round(train_s, 1),
         "curve": curve,
         "eval_accuracy_by_feature": by_feature,
         "preference_agreement_by_axis": by_axis,
         "settings": json.loads(args.settings),
     }
+
+
+def sampling_note(r: dict) -> str:
+    """Says when sampling time was mostly reading answers another run had already sampled and cached."""
+    cached, sampled = r.get("answer_sets_from_cache", 0), r.get("answer_sets_sampled", 0)
+    if cached and not sampled:
+        return " (all answers read from the cache, none sampled)"
+    if cached:
+        return f" ({cached} of {cached + sampled} answer sets read from the cache)"
+    return ""
+
+
+# Figures averaged over bench seeds: the final point's, and the means of the last four points.
+SUMMARY_FIGURES = (
+    "eval_accuracy", "eval_expected_accuracy", "eval_accuracy_last4", "eval_expected_accuracy_last4",
+    "preference_agreement", "preference_agreement_last4", "heldout_accuracy",
+    "oracle_eval_accuracy", "oracle_eval_expected_accuracy",
+)
+
+
+def first_reaching(curve: list[dict], key: str, goal: float) -> int | None:
+    """Events at the first point of `curve` whose `key` is at least `goal`."""
+    return next((p["events"] for p in curve if p[key] >= goal), None)
+
+
+def summarize(runs: list[dict]) -> dict:
+    """Means over bench seeds, with their standard errors, of one setting's runs.
+
+    One seed is one draw of the SFT policy's answers, the users and their labels: single runs of the
+    same trainer spread by several points, so a goal is best read off the mean over seeds. The mean
+    curve is averaged point by point (every run has the same points), and the events to 75% and 85%
+    are read off it.
+    """
+    n = len(runs)
+    figures = {}
+    for key in SUMMARY_FIGURES:
+        values = [r[key] for r in runs]
+        mean = statistics.fmean(values)
+        figures[key] = {
+            "mean": round(mean, 4),
+            "stderr": round(statistics.stdev(values) / math.sqrt(n), 4) if n > 1 else None,
+            "min": min(values),
+            "max": max(values),
+        }
+    points = [p["events"] for p in runs[0]["curve"]]
+    if any([p["events"] for p in r["curve"]] != points for r in runs):
+        raise ValueError("the runs' curves have different points; run every seed with the same --events and --eval-every")
+    curve = [{"events": e,
+              "eval_accuracy": round(statistics.fmean(r["curve"][i]["eval_accuracy"] for r in runs), 4),
+              "eval_expected_accuracy": round(statistics.fmean(r["curve"][i]["eval_expected_accuracy"] for r in runs), 4)}
+             for i, e in enumerate(points)]
+    return {
+        "seeds": [r["seed"] for r in runs],
+        "figures": figures,
+        "curve": curve,
+        "events_to_75": first_reaching(curve, "eval_accuracy", 0.75),
+        "events_to_85": first_reaching(curve, "eval_accuracy", 0.85),
+        "expected_events_to_75": first_reaching(curve, "eval_expected_accuracy", 0.75),
+        "expected_events_to_85": first_reaching(curve, "eval_expected_accuracy", 0.85),
+        "seeds_at_85": sum(r["eval_accuracy"] >= 0.85 for r in runs),
+        "seeds_at_85_expected": sum(r["eval_expected_accuracy"] >= 0.85 for r in runs),
+        "train_seconds": [r["train_seconds"] for r in runs],
+    }
+
+
+def summary_table(summary: dict, runs: list[dict]) -> str:
+    cols = (("at the end", "eval_accuracy"), ("expected", "eval_expected_accuracy"),
+            ("last 4", "eval_accuracy_last4"), ("expected, last 4", "eval_expected_accuracy_last4"),
+            ("agreement, last 4", "preference_agreement_last4"), ("ceiling (expected)", "oracle_eval_expected_accuracy"))
+    head = ["seed"] + [c for c, _ in cols] + ["85% at", "train s"]
+    rows = [[str(r["seed"])] + [f"{r[k]:.3f}" for _, k in cols]
+            + [str(r["events_to_85"] or "not reached"), str(r["train_seconds"])] for r in runs]
+    f = summary["figures"]
+    rows.append(["mean"] + [f"{f[k]['mean']:.3f}" + (f" ± {f[k]['stderr']:.3f}" if f[k]["stderr"] is not None else "")
+                            for _, k in cols] + [str(summary["events_to_85"] or "not reached"), ""])
+    widths = [max(len(x) for x in col) for col in zip(head, *rows)]
+    line = lambda cells: "  " + "  ".join(c.ljust(w) for c, w in zip(cells, widths))  # noqa: E731
+    out = [f"reward-model quality over bench seeds {summary['seeds']}, policy {runs[0]['policy']}, "
+           f"backbone {runs[0]['backbone']} (independent eval set; mean ± standard error over the seeds)",
+           line(head)] + [line(r) for r in rows]
+    out.append("  mean curve (events: realized / expected): " + ", ".join(
+        f"{p['events']}: {p['eval_accuracy']:.3f}/{p['eval_expected_accuracy']:.3f}" for p in summary["curve"]))
+    out.append(f"  the mean curve first reaches 75% / 85% at {summary['events_to_75'] or 'never'} / "
+               f"{summary['events_to_85'] or 'never'} events realized, {summary['expected_events_to_75'] or 'never'} / "
+               f"{summary['expected_events_to_85'] or 'never'} expected; seeds at or above 85% at the end: "
+               f"{summary['seeds_at_85']} realized, {summary['seeds_at_85_expected']} expected, of {len(runs)}")
+    return "\n".join(out)
+
+
+def seed_command(args: argparse.Namespace, seed: int) -> list[str]:
+    """This bench's command line for one seed of a --seeds run: the same options, --seed and --json."""
+    cmd = [sys.executable, str(Path(__file__).resolve())]
+    for key, value in vars(args).items():
+        if key in ("seeds", "jobs", "seed", "json") or value is None:
+            continue
+        cmd += [f"--{key.replace('_', '-')}", str(value)]
+    return cmd + ["--seed", str(seed), "--json"]
+
+
+def run_seeds(args: argparse.Namespace, seeds: list[int]) -> list[dict]:
+    """Each seed in a process of its own, `--jobs` at a time; their progress lines go to stderr with the seed."""
+    lock = threading.Lock()
+
+    def one(seed: int) -> dict:
+        with tempfile.TemporaryFile("w+") as out:
+            proc = subprocess.Popen(seed_command(args, seed), stdout=out, stderr=subprocess.PIPE, text=True)
+            for line in proc.stderr:
+                with lock:
+                    print(f"[seed {seed}] {line}", end="", file=sys.stderr, flush=True)
+            if proc.wait() != 0:
+                raise RuntimeError(f"seed {seed}: the bench exited with code {proc.returncode} (its stderr is above)")
+            out.seek(0)
+            return json.loads(out.read())
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        return list(pool.map(one, seeds))
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0,1,2,3' or '0-3' -> [0, 1, 2, 3]."""
+    try:
+        if "-" in text:
+            lo, hi = (int(x) for x in text.split("-", 1))
+            seeds = list(range(lo, hi + 1))
+        else:
+            seeds = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds takes a list like 0,1,2,3 or a range like 0-3, not {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"--seeds needs distinct seeds, got {text!r}")
+    return seeds
 
 
 def table(r: dict) -> str:
@@ -308,7 +459,7 @@ def table(r: dict) -> str:
         ("pairs trained / steps", f"{r['pairs_trained']} / {r['train_steps']}"),
         ("relevance prior's weight", "no prior" if r["relevance_weight"] is None else r["relevance_weight"]),
         ("policy answers: mean score / best share", f"{r['mean_answer_score']} / {r['best_answer_share']}"),
-        ("seconds: sampling / training", f"{r['sample_seconds']} / {r['train_seconds']}"),
+        ("seconds: sampling / training", f"{r['sample_seconds']} / {r['train_seconds']}{sampling_note(r)}"),
     ]
     w = max(len(k) for k, _ in rows)
     lines = [f"reward-model quality, policy {r['policy']}, backbone {r['backbone']}"] + [f"  {k:<{w}}  {v}" for k, v in rows]
@@ -343,12 +494,30 @@ def main() -> int:
     p.add_argument("--batch-events", type=int, default=50, help="events per consumed batch")
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=parse_seeds, default=None,
+                   help="run several bench seeds (e.g. 0-3 or 0,2) and print each and their mean with its standard error")
+    p.add_argument("--jobs", type=int, default=1, help="with --seeds: seeds run at once, each in its own process")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--settings", default="{}", help='JSON overrides of RewardTrainerSettings, e.g. \'{"lr": 3e-4}\'')
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
-    result = run(args)
-    print(json.dumps(result) if args.json else table(result))
+    if args.jobs < 1:
+        p.error("--jobs must be at least 1")
+    if args.seeds is None:
+        result = run(args)
+        print(json.dumps(result) if args.json else table(result))
+        return 0
+    if args.policy is None:  # one tiny policy for all the seeds, not one written by each at once
+        from rlhf.sft.tiny import make_tiny_policy
+
+        args.policy = str(make_tiny_policy(Path(args.workdir) / "tiny-policy"))
+    try:
+        runs = run_seeds(args, args.seeds)
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    summary = summarize(runs)
+    print(json.dumps({"summary": summary, "runs": runs}) if args.json else summary_table(summary, runs))
     return 0
 
 
