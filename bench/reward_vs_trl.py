@@ -62,7 +62,7 @@ def run_ours(backbone: str, train, heldout, args: argparse.Namespace) -> dict:
     # compares the two trainers on the same model.
     rm = RewardModel.from_pretrained(backbone, args.max_length, seed=args.seed)
     trainer = BTTrainer(rm, TrainSettings(batch_size=args.batch, lr=args.lr, max_length=args.max_length,
-                                          replay_fraction=args.replay_fraction, seed=args.seed))
+                                          replay_fraction=args.replay_fraction, seed=args.seed, dropout=args.dropout))
     trainer.add(train)  # tokenizes once, as the service does when pairs arrive
     # Pairs arrive as a stream in the service; here they are all waiting, and
     # after the first pass the replay buffer alone feeds the steps.
@@ -140,6 +140,7 @@ def run(args: argparse.Namespace) -> dict:
         "steps": args.steps,
         "batch_pairs": args.batch,
         "lr": args.lr,
+        "dropout_ours": args.dropout,
         "threads": args.threads,
         "repeat": args.repeat,
         "examples_per_s_ours": round(eps_ours, 1),
@@ -158,7 +159,8 @@ def table(r: dict) -> str:
     return "\n".join([
         f"reward model: ours vs TRL RewardTrainer (backbone {r['backbone']}; {r['answers']} answers of {r['policy']})",
         f"  {r['train_pairs']} training pairs, {r['heldout_pairs']} held-out; {r['steps']} steps x {r['batch_pairs']} pairs,"
-        f" lr {r['lr']}, {r['threads']} thread(s), median of {r['repeat']}",
+        f" lr {r['lr']}, ours with dropout {r['dropout_ours']} (TRL turns it off), {r['threads']} thread(s),"
+        f" median of {r['repeat']}",
         f"  {'':<22}{'ours':>10}{'TRL':>10}{'ratio':>10}",
         f"  {'pairs/s':<22}{r['examples_per_s_ours']:>10}{r['examples_per_s_trl']:>10}{r['examples_per_s_ratio']:>10}",
         f"  {'held-out accuracy':<22}{r['accuracy_ours']:>10}{r['accuracy_trl']:>10}",
@@ -181,6 +183,9 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=16, help="pairs per optimizer step")
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--replay-fraction", type=float, default=0.5)
+    p.add_argument("--dropout", type=float, default=TrainSettings.model_fields["dropout"].default,
+                   help="ours: dropout while training (default: the trainer's default, as RLHF_REWARD_DROPOUT's); "
+                        "TRL turns dropout off, so 0 compares the two with the same model")
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeat", type=int, default=1)
