@@ -31,6 +31,7 @@ and the final agreement split by whether the preference needs the request
   python bench/reward_quality.py --policy .rlhf/sft [--events 2000] [--json]
   python bench/reward_quality.py --policy .rlhf/sft --settings '{"relevance_encoder": ""}'   # without the relevance prior
   python bench/reward_quality.py --policy .rlhf/sft --seeds 0-3 --jobs 2 --threads 1   # four seeds and their mean
+  python bench/reward_quality.py --policy .rlhf/sft --seeds 0-3 --scores-dir runs/a   # keep the eval scores, for bench/reward_ensemble.py
   (without --policy a tiny SFT policy is trained first, in a few seconds)
 """
 from __future__ import annotations
@@ -202,6 +203,23 @@ def records(events, start: int) -> list[JournalRecord]:
             for i, e in enumerate(events)]
 
 
+def save_scores(directory: Path, args: argparse.Namespace, backbone: str, eval_set: list[Pair],
+                label_p: dict[str, float], points: list[dict]) -> Path:
+    """The model's scores of every eval pair at every point, as `DIR/seed<N>.json`.
+
+    Runs of other settings on the same bench seed score the same eval pairs, so bench/reward_ensemble.py can
+    combine them afterwards (an ensemble of their models) without training anything again.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"seed{args.seed}.json"
+    path.write_text(json.dumps({
+        "seed": args.seed, "backbone": backbone, "settings": json.loads(args.settings), "events": args.events,
+        "pairs": [{"pair_id": q.pair_id, "kind": q.kind, "label_p": label_p[q.pair_id]} for q in eval_set],
+        "points": points,
+    }))
+    return path
+
+
 def run(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     policy = args.policy
@@ -240,7 +258,7 @@ def run(args: argparse.Namespace) -> dict:
     eval_label_p = label_probabilities(eval_set, scores)
     rm = RewardModel.from_pretrained(backbone, settings.max_length, settings.seed, settings.relevance_encoder)
     learner = RewardLearner(settings, rm)
-    curve, reached = [], {}
+    curve, reached, point_scores = [], {}, []
     t0 = time.perf_counter()
     train_s = 0.0
     for start in range(0, len(stream), args.batch_events):
@@ -260,10 +278,14 @@ def run(args: argparse.Namespace) -> dict:
                      "heldout_pairs": hv.n, "heldout_ece": round(hv.ece, 4), "pairs_trained": learner.trainer.pairs_trained,
                      "steps": learner.trainer.steps}
             curve.append(point)
+            if args.scores_dir:
+                point_scores.append({"events": seen, "scores": [ev.scores[q.pair_id] for q in eval_set]})
             for goal in (0.75, 0.85):
                 if ev.accuracy >= goal and goal not in reached:
                     reached[goal] = seen
             print(json.dumps(point), file=sys.stderr, flush=True)
+    if args.scores_dir:
+        save_scores(Path(args.scores_dir), args, backbone, eval_set, eval_label_p, point_scores)
     final_eval, final_held = curve[-1]["eval_accuracy"], curve[-1]["heldout_accuracy"]
     by_feature = accuracy_by_feature(eval_set, ev.outcomes, eval_groups)  # ev: the final point of the curve
     by_axis = agreement_by_axis(orderings)  # orderings: the final point's too
@@ -499,6 +521,9 @@ def main() -> int:
     p.add_argument("--jobs", type=int, default=1, help="with --seeds: seeds run at once, each in its own process")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--settings", default="{}", help='JSON overrides of RewardTrainerSettings, e.g. \'{"lr": 3e-4}\'')
+    p.add_argument("--scores-dir", default=None,
+                   help="write each eval point's scores of the eval pairs to DIR/seed<N>.json, for "
+                        "bench/reward_ensemble.py to combine runs of other settings on the same seeds")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     if args.jobs < 1:

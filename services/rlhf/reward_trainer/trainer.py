@@ -73,10 +73,13 @@ class HeldoutEval:
     """Score statistics over held-out answers: the PPO learner can normalize rewards with them."""
     outcomes: dict[str, float] = field(default_factory=dict, repr=False)
     """Pair id -> 1 (right), 0 (wrong), 0.5 (tie): what the publish gate compares."""
+    scores: dict[str, tuple[float, float]] = field(default_factory=dict, repr=False)
+    """Pair id -> (score of chosen, score of rejected): lets offline tools combine models (e.g. an ensemble)."""
 
     def as_dict(self) -> dict[str, float]:
         d = asdict(self)
         d.pop("outcomes")
+        d.pop("scores")
         return d
 
 
@@ -101,6 +104,7 @@ def evaluate(
         reward_mean=both.mean().item(),
         reward_std=both.std().item() if both.numel() > 1 else 0.0,
         outcomes={p.pair_id: v for p, v in zip(pairs, right.tolist())},
+        scores={p.pair_id: (c, r) for p, c, r in zip(pairs, r_c.tolist(), r_r.tolist())},
     )
 
 
