@@ -1,21 +1,17 @@
 """bench/reward_ensemble.py: combining saved runs of bench/reward_quality.py into an ensemble's figures."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "reward_ensemble.py"
+from tests.fixtures.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def ens():
-    spec = importlib.util.spec_from_file_location("reward_ensemble_under_test", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench/reward_ensemble.py")
 
 
 def save(directory: Path, seed: int, points: list[tuple[int, list[list[float]]]], label_p: list[float],

@@ -2,21 +2,16 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "reward_quality.py"
+from tests.fixtures.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def rq():
-    spec = importlib.util.spec_from_file_location("reward_quality_under_test", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench/reward_quality.py")
 
 
 def fake_run(seed: int, curve: list[tuple[int, float, float]], **figures) -> dict:
