@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from seed_stats import first_reaching, standard_error  # noqa: E402
 
 GOALS = (0.75, 0.85)
 
@@ -107,15 +109,15 @@ def report(directories: list[Path]) -> dict:
         for key in values[0]:
             xs = [v[key] for v in values]
             mean_fig[key] = round(statistics.fmean(xs), 4)
-            mean_fig[key + "_stderr"] = round(statistics.stdev(xs) / math.sqrt(len(xs)), 4) if len(xs) > 1 else None
+            se = standard_error(xs)
+            mean_fig[key + "_stderr"] = None if se is None else round(se, 4)
         curve = [{"events": p["events"],
                   "accuracy": round(statistics.fmean(per_seed[s][name][i]["accuracy"] for s in seeds), 4),
                   "expected": round(statistics.fmean(per_seed[s][name][i]["expected"] for s in seeds), 4)}
                  for i, p in enumerate(per_seed[seeds[0]][name])]
         for goal in GOALS:
-            mean_fig[f"events_to_{round(goal * 100)}"] = next((p["events"] for p in curve if p["accuracy"] >= goal), None)
-            mean_fig[f"expected_events_to_{round(goal * 100)}"] = next(
-                (p["events"] for p in curve if p["expected"] >= goal), None)
+            mean_fig[f"events_to_{round(goal * 100)}"] = first_reaching(curve, "accuracy", goal)
+            mean_fig[f"expected_events_to_{round(goal * 100)}"] = first_reaching(curve, "expected", goal)
         mean[name] = {"figures": mean_fig, "curve": curve}
     return {
         "members": [{"directory": str(d), "backbone": r[seeds[0]]["backbone"], "settings": r[seeds[0]]["settings"]}

@@ -52,6 +52,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from seed_stats import first_reaching, standard_error  # noqa: E402
 from reward_feedback import (  # noqa: E402
     Rated,
     answers_cache_path,
@@ -348,11 +349,6 @@ SUMMARY_FIGURES = (
 )
 
 
-def first_reaching(curve: list[dict], key: str, goal: float) -> int | None:
-    """Events at the first point of `curve` whose `key` is at least `goal`."""
-    return next((p["events"] for p in curve if p[key] >= goal), None)
-
-
 def summarize(runs: list[dict]) -> dict:
     """Means over bench seeds, with their standard errors, of one setting's runs.
 
@@ -361,14 +357,13 @@ def summarize(runs: list[dict]) -> dict:
     curve is averaged point by point (every run has the same points), and the events to 75% and 85%
     are read off it.
     """
-    n = len(runs)
     figures = {}
     for key in SUMMARY_FIGURES:
         values = [r[key] for r in runs]
         mean = statistics.fmean(values)
         figures[key] = {
             "mean": round(mean, 4),
-            "stderr": round(statistics.stdev(values) / math.sqrt(n), 4) if n > 1 else None,
+            "stderr": None if (se := standard_error(values)) is None else round(se, 4),
             "min": min(values),
             "max": max(values),
         }
