@@ -27,6 +27,9 @@ Reports the events needed to reach 75% and 85% on the evaluation set, and
 the final accuracy split by which hidden style axes tell the pair's answers apart,
 and the final agreement split by whether the preference needs the request
 (the right procedure, the customer's details) or only the answer (style).
+The same split of the final expected accuracy's gap to its ceiling, in pairs,
+says how much each kind of error costs; the accuracy with a perfect intent
+gate (hidden labels, after training) says how much intent can buy at most.
 
   python bench/reward_quality.py --policy .rlhf/sft [--events 2000] [--json]
   python bench/reward_quality.py --policy .rlhf/sft --settings '{"relevance_encoder": ""}'   # without the relevance prior
@@ -180,18 +183,79 @@ def agreement_by_axis(orderings: list[tuple[Rated, Rated, float]]) -> dict[str, 
     """
     from rlhf.world.classify import classify
 
-    right: dict[str, list[float]] = {"intent": [], "details": [], "style": []}
+    right: dict[str, list[float]] = {axis: [] for axis in AXES}
     for x, y, r in orderings:
-        rx, ry = classify(x.answer, x.scenario), classify(y.answer, y.scenario)
-        proper = all(c.well_formed and not c.refusal for c in (rx, ry))
-        if proper and rx.correct != ry.correct:
-            axis = "intent"
-        elif rx.personal != ry.personal or (rx.polite, rx.concise, rx.closing, rx.correct) == (ry.polite, ry.concise, ry.closing, ry.correct):
-            axis = "details"
-        else:
-            axis = "style"
-        right[axis].append(r)
+        right[axis_of(classify(x.answer, x.scenario), classify(y.answer, y.scenario))].append(r)
     return {k: {"n": len(v), "agreement": round(sum(v) / len(v), 3) if v else None} for k, v in right.items()}
+
+
+AXES = ("intent", "details", "style")
+
+
+def axis_of(rx, ry) -> str:
+    """What the hidden preference needs to order two answers (their `classify` readings): see `agreement_by_axis`."""
+    proper = all(c.well_formed and not c.refusal for c in (rx, ry))
+    if proper and rx.correct != ry.correct:
+        return "intent"
+    if rx.personal != ry.personal or (rx.polite, rx.concise, rx.closing, rx.correct) == (ry.polite, ry.concise, ry.closing, ry.correct):
+        return "details"
+    return "style"
+
+
+def expected_loss_by_axis(pairs: list[Pair], outcomes: dict[str, float], label_p: dict[str, float],
+                          score: dict[tuple[str, str], float], scenarios: dict[str, dict]) -> dict[str, dict]:
+    """Pairs lost against the ceiling, in expectation over the users' labels, split as `agreement_by_axis` splits.
+
+    The ceiling orders each pair as the hidden preference does. A pair the model orders otherwise loses the
+    difference of the two orderings' chances of agreeing with a user: much on a clear pair, nothing on a pair
+    of equal hidden scores (a coin flip either way; those are left out). The losses add up to the gap, in
+    pairs, between the expected accuracy and its ceiling, so they say how much of that gap each kind of error
+    is, and so how much a remedy for one kind can buy at most.
+    """
+    from rlhf.world.classify import classify
+
+    oracle = oracle_outcomes(pairs, score)
+    out = {axis: {"pairs": 0, "lost": 0.0} for axis in AXES}
+    for p in pairs:
+        c, r = hidden_scores(p, score)
+        if c == r:
+            continue
+        rc, rr = (classify(s.answer, scenarios[s.prompt[-1][1]]) for s in (p.chosen, p.rejected))
+        k, q = p.pair_id, label_p[p.pair_id]
+        agrees = lambda o: o * q + (1 - o) * (1 - q)  # noqa: E731
+        row = out[axis_of(rc, rr)]
+        row["pairs"] += 1
+        row["lost"] += agrees(oracle[k]) - agrees(outcomes[k])
+    return {axis: {"pairs": v["pairs"], "lost": round(v["lost"], 1)} for axis, v in out.items()}
+
+
+INTENT_GATE_FLOOR_QUANTILE = 0.05
+
+
+def perfect_intent_gate(pairs: list[Pair], side_scores: dict[str, tuple[float, float]],
+                        scenarios: dict[str, dict]) -> dict[str, float]:
+    """The model's outcomes with its scores gated after training by the true intent: what intent is worth at most.
+
+    A well-formed answer (not a refusal) that follows another request's procedure scores the 5th percentile
+    of the eval scores, however well it is worded, as in the hidden preference; every other answer keeps its
+    score. It uses the world's hidden labels, so it is a bound, not a method: how much of the gap to the ceiling
+    a perfect reading of intent would close, with the model's own reading of details and style left as it is.
+    """
+    from rlhf.world.classify import classify
+
+    everything = torch.tensor([x for p in pairs for x in side_scores[p.pair_id]])
+    floor = torch.quantile(everything, INTENT_GATE_FLOOR_QUANTILE).item()
+
+    def gated(side: Side, value: float) -> float:
+        rd = classify(side.answer, scenarios[side.prompt[-1][1]])
+        return floor if rd.well_formed and not rd.refusal and not rd.correct else value
+
+    out = {}
+    for p in pairs:
+        c, r = side_scores[p.pair_id]
+        d = gated(p.chosen, c) - gated(p.rejected, r)
+        out[p.pair_id] = 1.0 if d > 0 else 0.5 if d == 0 else 0.0
+    return out
 
 
 def eval_pairs(events, settings: PairSettings) -> list[Pair]:
@@ -291,6 +355,8 @@ def run(args: argparse.Namespace) -> dict:
     by_feature = accuracy_by_feature(eval_set, ev.outcomes, eval_groups)  # ev: the final point of the curve
     by_axis = agreement_by_axis(orderings)  # orderings: the final point's too
     answers = [a for g in groups for a in g]
+    scenarios = {a.prompt: a.scenario for a in answers}
+    gate = perfect_intent_gate(eval_set, ev.scores, scenarios)
     return {
         "seed": args.seed,
         "policy": policy,
@@ -312,6 +378,9 @@ def run(args: argparse.Namespace) -> dict:
         "oracle_eval_accuracy": round(oracle_accuracy(eval_set, scores), 4),
         "oracle_eval_expected_accuracy": round(expected_accuracy(oracle_outcomes(eval_set, scores), eval_label_p), 4),
         "oracle_heldout_accuracy": round(oracle_accuracy(learner.trainer.heldout, scores), 4),
+        "expected_pairs_lost_by_axis": expected_loss_by_axis(eval_set, ev.outcomes, eval_label_p, scores, scenarios),
+        "perfect_intent_gate_accuracy": round(sum(gate.values()) / len(gate), 4),
+        "perfect_intent_gate_expected_accuracy": round(expected_accuracy(gate, eval_label_p), 4),
         "events_to_75": reached.get(0.75),
         "events_to_85": reached.get(0.85),
         "pairs_trained": learner.trainer.pairs_trained,
@@ -346,6 +415,7 @@ SUMMARY_FIGURES = (
     "eval_accuracy", "eval_expected_accuracy", "eval_accuracy_last4", "eval_expected_accuracy_last4",
     "preference_agreement", "preference_agreement_last4", "heldout_accuracy",
     "oracle_eval_accuracy", "oracle_eval_expected_accuracy",
+    "perfect_intent_gate_accuracy", "perfect_intent_gate_expected_accuracy",
 )
 
 
@@ -384,6 +454,8 @@ def summarize(runs: list[dict]) -> dict:
         "expected_events_to_85": first_reaching(curve, "eval_expected_accuracy", 0.85),
         "seeds_at_85": sum(r["eval_accuracy"] >= 0.85 for r in runs),
         "seeds_at_85_expected": sum(r["eval_expected_accuracy"] >= 0.85 for r in runs),
+        "expected_pairs_lost_by_axis": {
+            axis: round(statistics.fmean(r["expected_pairs_lost_by_axis"][axis]["lost"] for r in runs), 1) for axis in AXES},
         "train_seconds": [r["train_seconds"] for r in runs],
     }
 
@@ -409,7 +481,16 @@ def summary_table(summary: dict, runs: list[dict]) -> str:
                f"{summary['events_to_85'] or 'never'} events realized, {summary['expected_events_to_75'] or 'never'} / "
                f"{summary['expected_events_to_85'] or 'never'} expected; seeds at or above 85% at the end: "
                f"{summary['seeds_at_85']} realized, {summary['seeds_at_85_expected']} expected, of {len(runs)}")
+    out.append("  " + lost_line(summary["expected_pairs_lost_by_axis"], "mean per seed") + "; with a perfect intent gate: "
+               f"{f['perfect_intent_gate_accuracy']['mean']:.3f} realized, "
+               f"{f['perfect_intent_gate_expected_accuracy']['mean']:.3f} expected (the most intent can buy)")
     return "\n".join(out)
+
+
+def lost_line(lost: dict, per: str) -> str:
+    """'pairs lost against the ceiling at the end (expected, <per>): intent 4.8, details 5.5, style 3.9', from {axis: lost}."""
+    return (f"pairs lost against the ceiling at the end (expected, {per}): "
+            + ", ".join(f"{axis} {v}" for axis, v in lost.items()))
 
 
 def seed_command(args: argparse.Namespace, seed: int) -> list[str]:
@@ -484,6 +565,9 @@ def table(r: dict) -> str:
         f"{p['events']}: {p['eval_accuracy']:.2f}/{p['heldout_accuracy']:.2f}" for p in r["curve"]))
     lines.append("  agreement with the hidden preference by what it needs: " + ", ".join(
         f"{k} {v['agreement']} (n={v['n']})" for k, v in r["preference_agreement_by_axis"].items()))
+    lines.append("  " + lost_line({k: v["lost"] for k, v in r["expected_pairs_lost_by_axis"].items()}, f"of {r['eval_pairs']} pairs")
+                 + f"; with a perfect intent gate: {r['perfect_intent_gate_accuracy']:.3f} realized, "
+                 f"{r['perfect_intent_gate_expected_accuracy']:.3f} expected")
     lines.append("  eval accuracy by what tells the answers apart (n >= 10): " + ", ".join(
         f"{k} {v['accuracy']:.2f} (n={v['n']})" for k, v in r["eval_accuracy_by_feature"].items() if v["n"] >= 10))
     return "\n".join(lines)

@@ -21,8 +21,10 @@ def fake_run(seed: int, curve: list[tuple[int, float, float]], **figures) -> dic
     for key in ("eval_accuracy", "eval_expected_accuracy"):
         run[key] = run["curve"][-1][key]
     for key in ("eval_accuracy_last4", "eval_expected_accuracy_last4", "preference_agreement",
-                "preference_agreement_last4", "heldout_accuracy", "oracle_eval_accuracy", "oracle_eval_expected_accuracy"):
+                "preference_agreement_last4", "heldout_accuracy", "oracle_eval_accuracy", "oracle_eval_expected_accuracy",
+                "perfect_intent_gate_accuracy", "perfect_intent_gate_expected_accuracy"):
         run[key] = 0.9
+    run["expected_pairs_lost_by_axis"] = {axis: {"pairs": 100, "lost": 5.0} for axis in ("intent", "details", "style")}
     run.update(figures)
     return run
 
@@ -82,3 +84,56 @@ def test_sampling_note_says_when_answers_came_from_the_cache(rq):
     assert rq.sampling_note({"answer_sets_from_cache": 1, "answer_sets_sampled": 1}) == \
         " (1 of 2 answer sets read from the cache)"
     assert rq.sampling_note({"answer_sets_from_cache": 0, "answer_sets_sampled": 2}) == ""
+
+
+REFUND = {"intent": "refund", "slots": {"name": "Olga", "order": "12345", "product": "backpack"}}
+REQUEST = "Please refund order 12345, the backpack is not what I expected. - Olga"
+BEST = ("Hi Olga, thanks for reaching out. I have started a refund for order 12345; the money will be back on your "
+        "card within 5 working days. Is there anything else I can help you with?")
+RUDE = ("Listen, Olga. I have started a refund for order 12345; the money will be back on your card within 5 working "
+        "days. This is really not hard.")
+OTHER_INTENT = ("Hi Olga, thanks for reaching out. Order 12345 is with the courier and should arrive within 2 days; "
+                "the tracking link is in your email. Is there anything else I can help you with?")
+REFUSAL = "Dear Olga, thanks for your message. I am sorry, but I cannot help with that request."
+
+
+def pair_of(rq, pair_id: str, chosen: str, rejected: str, kind: str = "comparison"):
+    from rlhf.models.rated import Side
+
+    return rq.Pair(pair_id, Side((("user", REQUEST),), chosen), Side((("user", REQUEST),), rejected), (pair_id,), kind, False)
+
+
+@pytest.fixture
+def world(rq):
+    from rlhf.simulate.preferences import default_preference
+
+    answers = (BEST, RUDE, OTHER_INTENT, REFUSAL)
+    score = {(REQUEST, a): default_preference(REQUEST, a, REFUND) for a in answers}
+    pairs = [pair_of(rq, "intent", BEST, OTHER_INTENT), pair_of(rq, "style", BEST, RUDE),
+             pair_of(rq, "refusal", OTHER_INTENT, REFUSAL), pair_of(rq, "tie", BEST, BEST)]
+    return pairs, score, {REQUEST: REFUND}
+
+
+def test_each_kind_of_error_costs_what_the_users_labels_make_it_cost(rq, world):
+    pairs, score, scenarios = world
+    label_p = rq.label_probabilities(pairs, score)
+    # the model orders the intent pair wrong, the others right; the tie is a coin flip whatever it does
+    outcomes = {"intent": 0.0, "style": 1.0, "refusal": 1.0, "tie": 0.0}
+    lost = rq.expected_loss_by_axis(pairs, outcomes, label_p, score, scenarios)
+    q = label_p["intent"]
+    assert q > 0.8  # a clear pair: users almost always prefer the answer to their own request
+    assert lost == {"intent": {"pairs": 1, "lost": round(2 * q - 1, 1)}, "details": {"pairs": 0, "lost": 0.0},
+                    "style": {"pairs": 2, "lost": 0.0}}  # a refusal against another request's answer is style
+    # the losses add up to the gap between the model's expected accuracy and the ceiling's, in pairs
+    gap = len(pairs) * (rq.expected_accuracy(rq.oracle_outcomes(pairs, score), label_p) - rq.expected_accuracy(outcomes, label_p))
+    assert sum(v["lost"] for v in lost.values()) == pytest.approx(gap, abs=0.05)
+
+
+def test_a_perfect_intent_gate_mutes_only_answers_to_another_request(rq, world):
+    pairs, _, scenarios = world
+    # the model prefers the well-worded answer to another request, and ranks a refusal above it
+    side_scores = {"intent": (1.0, 3.0), "style": (2.0, -1.0), "refusal": (3.0, 4.0), "tie": (2.0, 2.0)}
+    gated = rq.perfect_intent_gate(pairs, side_scores, scenarios)
+    assert gated["intent"] == 1.0  # the other request's answer now scores the floor, below the right one
+    assert gated["style"] == 1.0 and gated["tie"] == 0.5  # pairs of answers to the request are left as they were
+    assert gated["refusal"] == 0.0  # a refusal is not gated: it keeps its (too high) score
