@@ -46,6 +46,18 @@ def test_summary_means_standard_errors_and_the_mean_curve(rq):
     assert s["seeds"] == [0, 1]
 
 
+def test_summary_gives_the_mean_pairs_lost_by_axis_and_the_perfect_gate(rq):
+    lost = lambda intent: {"intent": {"pairs": 60, "lost": intent}, "details": {"pairs": 120, "lost": 8.0},  # noqa: E731
+                           "style": {"pairs": 300, "lost": 10.0}}
+    runs = [fake_run(0, [(250, 0.80, 0.82)], expected_pairs_lost_by_axis=lost(5.0), perfect_intent_gate_accuracy=0.86),
+            fake_run(1, [(250, 0.76, 0.78)], expected_pairs_lost_by_axis=lost(12.0), perfect_intent_gate_accuracy=0.84)]
+    s = rq.summarize(runs)
+    assert s["expected_pairs_lost_by_axis"] == {"intent": 8.5, "details": 8.0, "style": 10.0}
+    assert s["figures"]["perfect_intent_gate_accuracy"]["mean"] == pytest.approx(0.85)
+    text = rq.summary_table(s, [dict(r, policy="p", backbone="b", eval_accuracy_last4=0.8) for r in runs])
+    assert "intent 8.5, details 8.0, style 10.0" in text and "perfect intent gate: 0.850 realized" in text
+
+
 def test_summary_of_one_seed_has_no_standard_error_and_goals_may_stay_unreached(rq):
     s = rq.summarize([fake_run(3, [(250, 0.70, 0.72), (500, 0.74, 0.76)])])
     assert s["figures"]["eval_accuracy"]["stderr"] is None
