@@ -119,7 +119,13 @@ def expected_accuracy(outcomes: dict[str, float], label_p: dict[str, float]) -> 
     """
     if not outcomes:
         return 0.0
-    return sum(o * label_p[k] + (1 - o) * (1 - label_p[k]) for k, o in outcomes.items()) / len(outcomes)
+    return sum(agreement_chance(o, label_p[k]) for k, o in outcomes.items()) / len(outcomes)
+
+
+def agreement_chance(outcome: float, label_p: float) -> float:
+    """The chance that a user's label agrees with the model's ordering of a pair: `outcome` 1 orders it as it is
+    labelled (users label it so with probability `label_p`), 0 the other way, 0.5 (a tie) either way half the time."""
+    return outcome * label_p + (1 - outcome) * (1 - label_p)
 
 
 def accuracy_by_feature(pairs: list[Pair], outcomes: dict[str, float], groups) -> dict[str, dict]:
@@ -221,11 +227,10 @@ def expected_loss_by_axis(pairs: list[Pair], outcomes: dict[str, float], label_p
         if c == r:
             continue
         rc, rr = (classify(s.answer, scenarios[s.prompt[-1][1]]) for s in (p.chosen, p.rejected))
-        k, q = p.pair_id, label_p[p.pair_id]
-        agrees = lambda o: o * q + (1 - o) * (1 - q)  # noqa: E731
+        k = p.pair_id
         row = out[axis_of(rc, rr)]
         row["pairs"] += 1
-        row["lost"] += agrees(oracle[k]) - agrees(outcomes[k])
+        row["lost"] += agreement_chance(oracle[k], label_p[k]) - agreement_chance(outcomes[k], label_p[k])
     return {axis: {"pairs": v["pairs"], "lost": round(v["lost"], 1)} for axis, v in out.items()}
 
 
