@@ -177,6 +177,9 @@ def preference_agreement(orderings: list[tuple[Rated, Rated, float]]) -> float:
     return sum(r for _, _, r in orderings) / len(orderings) if orderings else 0.0
 
 
+AXES = ("intent", "details", "style")
+
+
 def agreement_by_axis(orderings: list[tuple[Rated, Rated, float]]) -> dict[str, dict]:
     """`preference_agreement` split by what the hidden preference needs the request for.
 
@@ -193,9 +196,6 @@ def agreement_by_axis(orderings: list[tuple[Rated, Rated, float]]) -> dict[str, 
     for x, y, r in orderings:
         right[axis_of(classify(x.answer, x.scenario), classify(y.answer, y.scenario))].append(r)
     return {k: {"n": len(v), "agreement": round(sum(v) / len(v), 3) if v else None} for k, v in right.items()}
-
-
-AXES = ("intent", "details", "style")
 
 
 def axis_of(rx, ry) -> str:
