@@ -70,7 +70,7 @@ from rlhf.common.events import wrap  # noqa: E402
 from rlhf.models.rated import Side  # noqa: E402
 from rlhf.models.reward import RewardModel  # noqa: E402
 from rlhf.reward_trainer.checkpoint import JournalRecord  # noqa: E402
-from rlhf.reward_trainer.learner import RewardLearner  # noqa: E402
+from rlhf.reward_trainer.learner import RewardLearner, load_reward_model  # noqa: E402
 from rlhf.reward_trainer.pairs import Pair, PairBuilder  # noqa: E402
 from rlhf.reward_trainer.settings import PairSettings, RewardTrainerSettings  # noqa: E402
 from rlhf.reward_trainer.trainer import evaluate  # noqa: E402
@@ -326,7 +326,7 @@ def run(args: argparse.Namespace) -> dict:
     # (e.g. thumb_similarity) are measured on the same pairs.
     eval_set = eval_pairs(eval_events, PairSettings.model_construct())
     eval_label_p = label_probabilities(eval_set, scores)
-    rm = RewardModel.from_pretrained(backbone, settings.max_length, settings.seed, settings.relevance_encoder)
+    rm = load_reward_model(settings, backbone)
     learner = RewardLearner(settings, rm)
     curve, reached, point_scores = [], {}, []
     t0 = time.perf_counter()

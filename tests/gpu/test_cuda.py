@@ -175,3 +175,48 @@ def test_the_relevance_prior_on_the_gpu_scores_and_trains_as_on_the_cpu(tiny_pol
     assert scores.device == CUDA
     bt_loss(scores[:1], scores[1:], 0.0).backward()
     assert gpu.relevance.weight.grad is not None and gpu.relevance.weight.grad.device == CUDA
+
+
+def test_the_reward_trainer_on_the_gpu_trains_as_on_the_cpu_and_its_checkpoint_resumes_on_either(tiny_policy_dir, tmp_path):
+    """`RLHF_REWARD_DEVICE=cuda`: the model, the prior's weight and the optimizer's moments live on the GPU, three
+    steps there give the CPU's losses, and a checkpoint written there resumes on the CPU and on the GPU."""
+    from rlhf.reward_trainer.checkpoint import CheckpointStore
+    from rlhf.reward_trainer.learner import RewardLearner
+    from rlhf.reward_trainer.settings import RewardTrainerSettings
+
+    from tests.unit.reward_trainer.helpers import comparison, records
+
+    def settings(device: str, ckpt: str) -> RewardTrainerSettings:
+        return RewardTrainerSettings(base_model=str(tiny_policy_dir), checkpoint_dir=str(tmp_path / ckpt), device=device,
+                                     batch_size=4, replay_fraction=0.0, max_length=64, heldout_fraction=0.25, lr=1e-3,
+                                     dropout=0.0)
+
+    def on(learner: RewardLearner, device: torch.device) -> bool:
+        moments = [v for state in learner.trainer.optimizer.state.values() for k, v in state.items() if k != "step"]
+        return (all(p.device == device for p in learner.rm.model.parameters()) and bool(moments)
+                and learner.rm.relevance.weight.device == device and all(v.device == device for v in moments))
+
+    batch = records([comparison(i) for i in range(24)])
+    learners, losses = {}, {}
+    for device in ("cpu", "cuda"):
+        s = settings(device, device)
+        store = CheckpointStore(s.checkpoint_dir)
+        learner, _ = RewardLearner.restore(s, store)
+        store.append(batch)
+        learner.ingest(batch)
+        learners[device], losses[device] = learner, learner.train(3)
+    gpu = learners["cuda"]
+    assert len(losses["cuda"]) == 3 and on(gpu, CUDA)
+    torch.testing.assert_close(torch.tensor(losses["cuda"]), torch.tensor(losses["cpu"]), atol=1e-3, rtol=0)
+    heldout = gpu.trainer.evaluate()
+    assert heldout.n > 0
+    gpu.save(CheckpointStore(tmp_path / "cuda"))
+
+    for device, want in (("cpu", torch.device("cpu")), ("cuda", CUDA)):
+        again, replayed = RewardLearner.restore(settings(device, "cuda"), CheckpointStore(tmp_path / "cuda"))
+        assert replayed == 0 and again.trainer.steps == 3 and on(again, want)
+        scores = again.trainer.evaluate().scores
+        assert scores.keys() == heldout.scores.keys()
+        torch.testing.assert_close(torch.tensor([scores[k] for k in heldout.scores]),
+                                   torch.tensor(list(heldout.scores.values())), atol=1e-3, rtol=0)
+        assert again.train(1)  # and it trains on where it was restored

@@ -162,7 +162,9 @@ class CheckpointStore:
         d = self.ckpt_dir(self.seq)
         self._truncate_trained(d)
         state = json.loads((d / "state.json").read_text())
-        optimizer = torch.load(d / "optimizer.pt", weights_only=True)
+        # Read onto the CPU: a checkpoint written on a GPU also resumes on a machine without one, and the
+        # optimizer's load_state_dict moves each moment to its parameter's device.
+        optimizer = torch.load(d / "optimizer.pt", weights_only=True, map_location="cpu")
         return Loaded(self.seq, d / "model", optimizer, state)
 
     # -- audit of trained feedback ----------------------------------------

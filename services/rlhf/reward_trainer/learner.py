@@ -18,6 +18,7 @@ from typing import Any
 
 from rlhf.common.dedup import LruDedup
 from rlhf.common.events import UndecodableEvent, decode
+from rlhf.models.device import resolve_device
 from rlhf.models.reward import RewardModel
 from rlhf.reward_trainer.checkpoint import CheckpointStore, JournalRecord
 from rlhf.reward_trainer.gate import GateDecision, decide
@@ -59,6 +60,18 @@ class Published:
     accuracy: float
     outcomes: dict[str, float]
     at_unix: float
+
+
+def load_reward_model(settings: RewardTrainerSettings, base: str | Path) -> RewardModel:
+    """The reward model of `base` (a backbone or a checkpoint) on the configured device.
+
+    The device is resolved first, so a missing GPU fails with `DeviceUnavailable` before
+    any weights are read; the model moves before `BTTrainer` builds its optimizer, whose
+    state then lives on the same device.
+    """
+    device = resolve_device(settings.device)
+    rm = RewardModel.from_pretrained(base, settings.max_length, settings.seed, settings.relevance_encoder)
+    return rm.to(device)
 
 
 class RewardLearner:
@@ -211,8 +224,7 @@ class RewardLearner:
         """From the latest checkpoint plus its journal, or fresh from `base_model`; returns (learner, events replayed)."""
         loaded = store.load()
         base: str | Path = loaded.model_dir if loaded else settings.base_model
-        rm = RewardModel.from_pretrained(base, settings.max_length, settings.seed, settings.relevance_encoder)
-        learner = cls(settings, rm)
+        learner = cls(settings, load_reward_model(settings, base))
         if loaded:
             learner.load_state_dict(loaded.state)
             if len(loaded.optimizer["param_groups"]) == len(learner.trainer.optimizer.param_groups):

@@ -29,6 +29,7 @@ from rlhf.common.logs import log_event, setup_logging
 from rlhf.common.registry import WeightStore
 from rlhf.common.settings import KafkaSettings, RedisSettings, SettingsError, load
 from rlhf.common.weights_settings import WeightStoreSettings
+from rlhf.models.device import DeviceUnavailable, resolve_device
 from rlhf.models.relevance_settings import RelevanceEncoderSettings
 from rlhf.reward_trainer import metrics as m
 from rlhf.reward_trainer.checkpoint import CheckpointStore, JournalRecord
@@ -252,13 +253,19 @@ def main() -> int:
     except SettingsError as exc:
         log_event(log, str(exc), logging.ERROR)
         return 2
+    try:
+        device = resolve_device(settings.device)  # before the consumer joins its group: no GPU, no start
+    except DeviceUnavailable as exc:
+        log_event(log, str(exc), logging.ERROR, setting="RLHF_REWARD_DEVICE")
+        return 2
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     health = Health()
     stop = install_stop_signals()
     http = start_http_server(settings.metrics_host, settings.metrics_port, health)
     log_event(log, "reward trainer starting", metrics_port=http.server_address[1], base_model=settings.base_model,
-              checkpoint_dir=settings.checkpoint_dir, topic=kafka.feedback_topic, group=settings.consumer_group)
+              checkpoint_dir=settings.checkpoint_dir, topic=kafka.feedback_topic, group=settings.consumer_group,
+              device=str(device))
     service = RewardTrainerService(settings, kafka, WeightStore(redis_settings, "reward", weight_settings))
     try:
         service.run(stop, health)

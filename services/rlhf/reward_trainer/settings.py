@@ -10,6 +10,8 @@ variables documents them (`rlhf print-config`), and `pair_settings()` /
 """
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings
 
@@ -111,6 +113,8 @@ class RewardTrainerSettings(PairSettings, TrainSettings):
     """Port of /metrics, /healthz, /readyz (0 picks a free one)."""
     torch_threads: int = Field(default=0, ge=0)
     """torch intra-op threads (0 keeps torch's default)."""
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    """Where the reward model trains and scores: `cuda` insists on a GPU (the service stops at start-up, with a clear error, when torch sees none); `auto` takes the GPU when torch sees one. Checkpoints load on either, so a trainer moved between a GPU and a CPU node resumes where it stopped. A larger backbone (docs/reward.md, "A larger pretrained backbone") is only practical on a GPU."""
 
     def pair_settings(self) -> PairSettings:
         return PairSettings.model_construct(**{k: getattr(self, k) for k in PairSettings.model_fields})

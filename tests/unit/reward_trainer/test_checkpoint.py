@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
+from rlhf.models.device import DeviceUnavailable
 from rlhf.reward_trainer.checkpoint import CheckpointStore, JournalRecord
 from rlhf.reward_trainer.learner import RewardLearner
 from rlhf.reward_trainer.settings import RewardTrainerSettings
@@ -139,3 +141,22 @@ def test_a_checkpoint_from_before_the_audit_log_seeds_it(tmp_path, tiny_policy_d
     store = CheckpointStore(s.checkpoint_dir)
     again.save(store)
     assert sorted(store.trained_ids()) == sorted(set(trained))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
+def test_a_missing_gpu_is_refused_before_any_weights_are_read(tmp_path):
+    gpu = RewardTrainerSettings(base_model=str(tmp_path / "no-such-model"), checkpoint_dir=str(tmp_path / "ckpt"),
+                                device="cuda")
+    with pytest.raises(DeviceUnavailable, match="no CUDA GPU"):
+        RewardLearner.restore(gpu, CheckpointStore(gpu.checkpoint_dir))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
+def test_the_service_stops_at_start_up_when_its_gpu_is_missing(monkeypatch, capfd):
+    from rlhf.reward_trainer.service import main
+
+    monkeypatch.setenv("RLHF_REWARD_DEVICE", "cuda")
+    monkeypatch.setenv("RLHF_REWARD_METRICS_PORT", "0")
+    assert main() == 2
+    logged = capfd.readouterr()
+    assert "no CUDA GPU" in logged.out + logged.err and "RLHF_REWARD_DEVICE" in logged.out + logged.err
