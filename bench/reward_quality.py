@@ -67,6 +67,7 @@ from reward_feedback import (  # noqa: E402
 )
 
 from rlhf.common.events import wrap  # noqa: E402
+from rlhf.models.device import DeviceUnavailable, resolve_device  # noqa: E402
 from rlhf.models.rated import Side  # noqa: E402
 from rlhf.models.reward import RewardModel  # noqa: E402
 from rlhf.reward_trainer.checkpoint import JournalRecord  # noqa: E402
@@ -612,6 +613,10 @@ def main() -> int:
     args = p.parse_args()
     if args.jobs < 1:
         p.error("--jobs must be at least 1")
+    try:  # before minutes of sampling: a bad setting or a missing GPU is said at once
+        resolve_device(RewardTrainerSettings(**json.loads(args.settings)).device)
+    except (ValueError, TypeError, DeviceUnavailable) as exc:  # pydantic's ValidationError is a ValueError
+        p.error(f"--settings: {exc}")
     if args.seeds is None:
         result = run(args)
         print(json.dumps(result) if args.json else table(result))

@@ -5,6 +5,7 @@ import argparse
 import sys
 
 import pytest
+import torch
 
 from tests.fixtures.scripts import load_script
 
@@ -149,3 +150,18 @@ def test_a_perfect_intent_gate_mutes_only_answers_to_another_request(rq, world):
     assert gated["intent"] == 1.0  # the other request's answer now scores the floor, below the right one
     assert gated["style"] == 1.0 and gated["tie"] == 0.5  # pairs of answers to the request are left as they were
     assert gated["refusal"] == 0.0  # a refusal is not gated: it keeps its (too high) score
+
+
+@pytest.mark.parametrize("settings, says", [
+    ('{"lr": -1}', "greater than 0"),
+    ('{"device": "tpu"}', "device"),
+    ("{lr: 1}", "property name"),
+    ('{"device": "cuda"}', "no CUDA GPU"),
+])
+def test_bad_settings_are_refused_before_any_answer_is_sampled(rq, monkeypatch, capsys, settings, says):
+    if "cuda" in settings and torch.cuda.is_available():
+        pytest.skip("a GPU is there to take")
+    monkeypatch.setattr(sys, "argv", ["reward_quality.py", "--policy", "/nonexistent/policy", "--settings", settings])
+    with pytest.raises(SystemExit) as stopped:
+        rq.main()
+    assert stopped.value.code == 2 and says in capsys.readouterr().err
