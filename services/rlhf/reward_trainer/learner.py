@@ -24,7 +24,7 @@ from rlhf.reward_trainer.checkpoint import CheckpointStore, JournalRecord
 from rlhf.reward_trainer.gate import GateDecision, decide
 from rlhf.reward_trainer.pairs import Pair, PairBuilder
 from rlhf.reward_trainer.settings import RewardTrainerSettings
-from rlhf.reward_trainer.trainer import BTTrainer, HeldoutEval
+from rlhf.reward_trainer.trainer import BTTrainer, HeldoutEval, learning_rate_warning
 from rlhf.v1 import events_pb2
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,9 @@ class RewardLearner:
         self.rm = rm
         self.builder = PairBuilder(settings.pair_settings())
         self.trainer = BTTrainer(rm, settings.train_settings())
+        warning = learning_rate_warning(sum(p.numel() for p in rm.trainable_parameters()), settings.lr)
+        if warning:
+            log.warning(warning)
         self.seen_events = LruDedup(SEEN_EVENTS_CAPACITY)
         self.offsets: dict[str, int] = {}
         """"topic:partition" -> next offset: the feedback a version covers."""

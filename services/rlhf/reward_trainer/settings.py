@@ -63,7 +63,7 @@ class TrainSettings(BaseSettings):
     heldout_capacity: int = Field(default=2000, ge=1)
     """Most recent held-out pairs kept for evaluation (older ones retire, so the measure follows the current policy's answers)."""
     lr: float = Field(default=1e-4, gt=0)
-    """AdamW learning rate."""
+    """AdamW learning rate, tuned on the default SFT backbone. A large pretrained encoder needs a lower one (all-mpnet-base-v2 collapsed at 1e-4 and trained steadily at 3e-5; docs/reward.md): the trainer logs a warning above 5e-5 for a backbone of more than 50 M parameters."""
     weight_decay: float = Field(default=0.0, ge=0)
     """AdamW weight decay."""
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0)

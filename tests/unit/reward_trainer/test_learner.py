@@ -63,3 +63,15 @@ def test_publications_are_spaced_by_the_min_interval(learner):
     learner.train(100)
     assert not learner.due_for_publish(now=1029.0)
     assert learner.due_for_publish(now=1030.0)
+
+
+def test_start_warns_when_the_learning_rate_is_high_for_the_backbone(tiny_policy_dir, monkeypatch, caplog):
+    import rlhf.reward_trainer.trainer as trainer
+
+    rm = RewardModel.from_pretrained(tiny_policy_dir, max_length=64)
+    monkeypatch.setattr(trainer, "LARGE_BACKBONE_PARAMS", 1)  # the tiny backbone stands in for a large one
+    with caplog.at_level("WARNING", logger="rlhf.reward_trainer.learner"):
+        RewardLearner(RewardTrainerSettings(base_model=str(tiny_policy_dir), lr=3e-5), rm)
+        assert not [r for r in caplog.records if "RLHF_REWARD_LR" in r.getMessage()]
+        RewardLearner(RewardTrainerSettings(base_model=str(tiny_policy_dir), lr=1e-4), rm)
+    assert [r for r in caplog.records if "RLHF_REWARD_LR=0.0001" in r.getMessage()]

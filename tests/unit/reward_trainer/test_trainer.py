@@ -105,3 +105,14 @@ def test_replay_only_steps_stop_at_the_replay_budget(rm):
     assert (trainer.pairs_trained, trainer.examples_seen) == (4, 4)
     assert trainer.replay_step() is not None and trainer.replay_step() is not None
     assert trainer.examples_seen == 12 and trainer.replay_step() is None
+
+
+def test_learning_rate_warning_names_a_large_backbone_at_a_high_rate():
+    from rlhf.reward_trainer.trainer import learning_rate_warning
+
+    warning = learning_rate_warning(109_486_978, 1e-4)
+    assert warning is not None and "109 M" in warning and "RLHF_REWARD_LR=0.0001" in warning
+    assert learning_rate_warning(109_486_978, 3e-5) is None
+    # the default backbones (SFT policy, MiniLM) train at the default rate without a warning
+    assert learning_rate_warning(3_749_376, 1e-4) is None
+    assert learning_rate_warning(22_713_601, 1e-4) is None
