@@ -32,7 +32,7 @@ LARGE_BACKBONE_PARAMS = 50_000_000
 """Trainable parameters above which a backbone counts as a large pretrained encoder (mpnet-base has 109 M; the SFT policy 4 M, MiniLM 22 M)."""
 LARGE_BACKBONE_MAX_LR = 5e-5
 """Highest learning rate measured steady on a large backbone: all-mpnet-base-v2 at 1e-4 collapsed by about 10 points
-of held-out accuracy on 2 of 2 bench seeds, at 3e-5 it rose steadily (docs/reward.md, "A larger pretrained backbone")."""
+of held-out accuracy on two bench seeds of the first SFT policy, at 3e-5 it rose steadily on those seeds (docs/reward.md, "A larger pretrained backbone")."""
 
 
 def learning_rate_warning(trainable_params: int, lr: float) -> str | None:
